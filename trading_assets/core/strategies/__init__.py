@@ -1,0 +1,1 @@
+"""One module per flow: pure functions shared by the backtester and the live assets."""
