@@ -1,0 +1,1 @@
+"""Broker adapters implementing trading_assets.core.ports.Broker."""

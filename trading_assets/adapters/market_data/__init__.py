@@ -1,0 +1,1 @@
+"""Market-data adapters implementing trading_assets.core.ports.MarketData."""
