@@ -1,1 +1,1 @@
-"""Broker adapters implementing trading_assets.core.ports.Broker."""
+"""Brokers behind `trading_assets.core.ports.Broker`: paper (embedded), Alpaca, IG, Tradovate."""

@@ -1,0 +1,1 @@
+"""Ledgers behind `trading_assets.core.ports.Ledger`: SQLite (embedded), DynamoDB."""

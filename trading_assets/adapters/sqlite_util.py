@@ -1,0 +1,46 @@
+"""One way to open the project's SQLite files: WAL, a busy timeout, and short
+transactions, so two overlapping runs (a rerun while a schedule tick runs) serialise
+instead of failing or corrupting the file."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(p, timeout=30.0, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+@contextmanager
+def transaction(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """An IMMEDIATE (write-locking) transaction: read-check-write sequences inside it
+    are atomic with respect to other processes."""
+    conn = connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+@contextmanager
+def reading(path: str | Path) -> Iterator[sqlite3.Connection]:
+    conn = connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
