@@ -1,0 +1,428 @@
+"""Seed 001: Trend Validator colour flips enter, DMI DI+/DI- crosses exit and re-enter.
+
+A per-symbol state machine over TradingView alerts. `apply(state, event)` is pure: it
+returns the next state, the actions to take (in order) and why. The Dagster layer loads
+the symbol's state, applies one alert, places the actions' orders, and stores the new
+state (`TrendState.to_dict` / `from_dict`, plain JSON).
+
+Rules from the seed:
+- Trend flip to BLUE: close a short if held, open long. Flip to RED: close a long if
+  held, open short. A flip clears waiting-for-re-entry.
+- Long exit: DI- crosses above DI+. Short exit: DI+ crosses above DI-. An exit sets
+  waiting-for-re-entry.
+- Re-entry (only while waiting): DI+ over DI- while the trend is still BLUE re-opens
+  long; DI- over DI+ while still RED re-opens short. Re-entry clears waiting.
+
+Choices where the seed is silent:
+- The first flip ever seen for a symbol (colour unknown) enters. TradingView only fires
+  the alert on a colour change, so the alert itself asserts the change.
+- A flip to the colour already in force is impossible (the indicator did not change
+  colour; most likely a duplicate or a mis-configured alert): rejected.
+- Events are ordered by the time the alert fired (`timenow`), not by the bar time:
+  the 10-minute trend and 15-minute DMI bars start at the same times, so bar times tie.
+  An event at or before the last applied event is stale: rejected, state unchanged.
+  Two different alerts fired within the same second therefore reject the second one.
+- Optional freshness: with `now` and `max_age`, an event older than `max_age` is
+  rejected (a trade placed hours after its alert is not the trade the alert meant).
+- A DI cross that calls for nothing (a cross in the direction of the open position, a
+  cross against the trend while waiting, a cross before any trend is known, a cross
+  while flat and not waiting) is *ignored*: accepted, no action, but it does advance
+  `last_event_at` because it is a real, in-order event.
+- Flat, colour known and not waiting ("stand aside") is a legal state, reachable only
+  by writing it (e.g. after a manual flatten); DI crosses are then ignored until the
+  next flip.
+- State invariants, checked on every construction (so a corrupted stored state fails
+  loudly): LONG only with BLUE, SHORT only with RED, waiting only while flat with a
+  known colour, timestamps tz-aware.
+- DI-cross alert JSON (the seed shows only the trend alerts): same envelope,
+  `"indicator": "DMI"`, `"action": "DI_CROSS"`,
+  `"signal": {"type": "DI_CROSS", "direction": "PLUS_OVER_MINUS" | "MINUS_OVER_PLUS",
+  "trigger": "DI_PLUS_CROSS_ABOVE" | "DI_MINUS_CROSS_ABOVE"}`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from trading_assets.core.ports import Side
+
+FLOW = "trend_dmi"
+
+
+class PositionState(StrEnum):
+    NONE = "NONE"
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+
+class TrendColor(StrEnum):
+    BLUE = "BLUE"
+    RED = "RED"
+
+
+class CrossDirection(StrEnum):
+    PLUS_OVER_MINUS = "plus_over_minus"  # DI+ crosses above DI-
+    MINUS_OVER_PLUS = "minus_over_plus"  # DI- crosses above DI+
+
+
+class Action(StrEnum):
+    CLOSE_LONG = "CLOSE_LONG"
+    CLOSE_SHORT = "CLOSE_SHORT"
+    OPEN_LONG = "OPEN_LONG"
+    OPEN_SHORT = "OPEN_SHORT"
+
+    @property
+    def side(self) -> Side:
+        """The order side that carries the action out."""
+        return Side.BUY if self in (Action.OPEN_LONG, Action.CLOSE_SHORT) else Side.SELL
+
+    @property
+    def leg(self) -> str:
+        """Unique within one transition: usable in a client order id."""
+        return self.value.lower()
+
+    @property
+    def opens(self) -> bool:
+        return self in (Action.OPEN_LONG, Action.OPEN_SHORT)
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"  # state changed, maybe with actions
+    IGNORED = "ignored"  # valid, in order, calls for nothing (last_event_at advances)
+    REJECTED = "rejected"  # stale or impossible: state unchanged
+
+
+def _require_aware(value: datetime | None, name: str) -> None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise ValueError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
+
+
+@dataclass(frozen=True)
+class TrendFlip:
+    """The Trend Validator turned `color` (alert fired at `at`)."""
+
+    symbol: str
+    color: TrendColor
+    at: datetime
+    price: float | None = None
+    bar_time: datetime | None = None
+    timeframe: str | None = None
+    exchange: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "color", TrendColor(self.color))
+        _require_aware(self.at, "TrendFlip.at")
+        _require_aware(self.bar_time, "TrendFlip.bar_time")
+
+
+@dataclass(frozen=True)
+class DICross:
+    """DI+ and DI- crossed (`direction`), alert fired at `at`."""
+
+    symbol: str
+    direction: CrossDirection
+    at: datetime
+    price: float | None = None
+    bar_time: datetime | None = None
+    timeframe: str | None = None
+    exchange: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "direction", CrossDirection(self.direction))
+        _require_aware(self.at, "DICross.at")
+        _require_aware(self.bar_time, "DICross.bar_time")
+
+
+Event = TrendFlip | DICross
+
+
+@dataclass(frozen=True)
+class TrendState:
+    """Everything the machine remembers about one symbol; JSON-serialisable."""
+
+    symbol: str
+    position: PositionState = PositionState.NONE
+    trend_color: TrendColor | None = None
+    waiting_for_reentry: bool = False
+    last_event_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "position", PositionState(self.position))
+        if self.trend_color is not None:
+            object.__setattr__(self, "trend_color", TrendColor(self.trend_color))
+        _require_aware(self.last_event_at, "TrendState.last_event_at")
+        if self.position is PositionState.LONG and self.trend_color is not TrendColor.BLUE:
+            raise ValueError(f"{self.symbol}: LONG requires trend BLUE, got {self.trend_color}")
+        if self.position is PositionState.SHORT and self.trend_color is not TrendColor.RED:
+            raise ValueError(f"{self.symbol}: SHORT requires trend RED, got {self.trend_color}")
+        if self.waiting_for_reentry and (
+            self.position is not PositionState.NONE or self.trend_color is None
+        ):
+            raise ValueError(
+                f"{self.symbol}: waiting_for_reentry requires a flat position and a known "
+                f"trend colour (position={self.position}, trend={self.trend_color})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict; the seed's field meanings, ISO-8601 timestamps."""
+        return {
+            "symbol": self.symbol,
+            "position": self.position.value,
+            "trend_color": None if self.trend_color is None else self.trend_color.value,
+            "waiting_for_reentry": self.waiting_for_reentry,
+            "last_event_at": None if self.last_event_at is None else self.last_event_at.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrendState:
+        """Inverse of `to_dict`; raises ValueError on anything that is not a legal state."""
+        last = data.get("last_event_at")
+        color = data.get("trend_color")
+        waiting = data.get("waiting_for_reentry", False)
+        if not isinstance(waiting, bool):
+            raise ValueError(f"waiting_for_reentry must be a bool, got {waiting!r}")
+        return cls(
+            symbol=str(data["symbol"]),
+            position=PositionState(data.get("position", "NONE")),
+            trend_color=None if color is None else TrendColor(color),
+            waiting_for_reentry=waiting,
+            last_event_at=None if last is None else datetime.fromisoformat(last),
+        )
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of applying one event: next state, ordered actions, and why."""
+
+    state: TrendState
+    outcome: Outcome
+    reason: str
+    actions: tuple[Action, ...] = field(default_factory=tuple)
+
+    @property
+    def rejected(self) -> bool:
+        return self.outcome is Outcome.REJECTED
+
+
+_OPEN_FOR = {TrendColor.BLUE: Action.OPEN_LONG, TrendColor.RED: Action.OPEN_SHORT}
+_POSITION_FOR = {TrendColor.BLUE: PositionState.LONG, TrendColor.RED: PositionState.SHORT}
+_CLOSE_FOR = {PositionState.LONG: Action.CLOSE_LONG, PositionState.SHORT: Action.CLOSE_SHORT}
+# The cross that exits each position, and the colour under which each cross re-enters.
+_EXIT_CROSS = {
+    PositionState.LONG: CrossDirection.MINUS_OVER_PLUS,
+    PositionState.SHORT: CrossDirection.PLUS_OVER_MINUS,
+}
+_REENTRY_COLOR = {
+    CrossDirection.PLUS_OVER_MINUS: TrendColor.BLUE,
+    CrossDirection.MINUS_OVER_PLUS: TrendColor.RED,
+}
+
+
+def apply(
+    state: TrendState,
+    event: Event,
+    *,
+    now: datetime | None = None,
+    max_age: timedelta | None = None,
+) -> Transition:
+    """Advance `state` by one event. Pure: same inputs, same transition.
+
+    Raises ValueError only for caller bugs (event for another symbol); everything an
+    alert can get wrong comes back as a REJECTED transition with the state unchanged.
+    """
+    if event.symbol != state.symbol:
+        raise ValueError(f"event for {event.symbol!r} applied to the state of {state.symbol!r}")
+    _require_aware(now, "now")
+
+    def reject(why: str) -> Transition:
+        return Transition(state, Outcome.REJECTED, why)
+
+    if state.last_event_at is not None and event.at <= state.last_event_at:
+        return reject(
+            f"stale: event at {event.at.isoformat()} is not after the last applied event "
+            f"at {state.last_event_at.isoformat()}"
+        )
+    if now is not None and max_age is not None and now - event.at > max_age:
+        return reject(
+            f"too old: event at {event.at.isoformat()} is more than {max_age} "
+            f"before {now.isoformat()}"
+        )
+
+    if isinstance(event, TrendFlip):
+        return _apply_flip(state, event, reject)
+    return _apply_cross(state, event)
+
+
+def _apply_flip(state: TrendState, event: TrendFlip, reject) -> Transition:
+    color = event.color
+    if state.trend_color is color:
+        return reject(f"impossible: trend is already {color}; a flip must change the colour")
+    actions: list[Action] = []
+    if state.position is not PositionState.NONE:
+        actions.append(_CLOSE_FOR[state.position])
+    actions.append(_OPEN_FOR[color])
+    before = "unknown" if state.trend_color is None else state.trend_color.value
+    new = replace(
+        state,
+        position=_POSITION_FOR[color],
+        trend_color=color,
+        waiting_for_reentry=False,
+        last_event_at=event.at,
+    )
+    what = " and ".join(a.value for a in actions)
+    return Transition(new, Outcome.APPLIED, f"trend {before} -> {color}: {what}", tuple(actions))
+
+
+def _apply_cross(state: TrendState, event: DICross) -> Transition:
+    direction = event.direction
+    advanced = replace(state, last_event_at=event.at)
+
+    def ignore(why: str) -> Transition:
+        return Transition(advanced, Outcome.IGNORED, why)
+
+    if state.position is not PositionState.NONE:
+        if direction is _EXIT_CROSS[state.position]:
+            new = replace(advanced, position=PositionState.NONE, waiting_for_reentry=True)
+            action = _CLOSE_FOR[state.position]
+            return Transition(
+                new, Outcome.APPLIED,
+                f"{direction} while {state.position}: exit, wait for re-entry", (action,),
+            )
+        return ignore(f"{direction} agrees with the open {state.position}; hold")
+    if state.trend_color is None:
+        return ignore(f"{direction} before any trend is known; wait for a trend flip")
+    if not state.waiting_for_reentry:
+        return ignore(f"{direction} while flat and not waiting for re-entry; wait for a trend flip")
+    if _REENTRY_COLOR[direction] is not state.trend_color:
+        return ignore(f"{direction} against the {state.trend_color} trend; keep waiting")
+    action = _OPEN_FOR[state.trend_color]
+    new = replace(
+        advanced, position=_POSITION_FOR[state.trend_color], waiting_for_reentry=False
+    )
+    why = f"{direction} while trend still {state.trend_color}: re-enter"
+    return Transition(new, Outcome.APPLIED, why, (action,))
+
+
+# ----------------------------------------------------------------------------- alerts
+
+TREND_INDICATOR = "Trend_Validator"
+DMI_INDICATOR = "DMI"
+
+_FLIP_SHAPES = {
+    # action -> (signal.direction, signal.trigger, colour)
+    "LONG_ENTRY": ("LONG", "COLOR_CHANGE_BLUE", TrendColor.BLUE),
+    "SHORT_ENTRY": ("SHORT", "COLOR_CHANGE_RED", TrendColor.RED),
+}
+_CROSS_SHAPES = {
+    # signal.direction -> (signal.trigger, direction)
+    "PLUS_OVER_MINUS": ("DI_PLUS_CROSS_ABOVE", CrossDirection.PLUS_OVER_MINUS),
+    "MINUS_OVER_PLUS": ("DI_MINUS_CROSS_ABOVE", CrossDirection.MINUS_OVER_PLUS),
+}
+
+
+def _where(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _section(payload: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = payload.get(name)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name}: expected an object, got {value!r}")
+    return value
+
+
+def _text(section: Mapping[str, Any], path: str, key: str) -> str:
+    value = section.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{path}.{key}: expected a non-empty string, got {value!r}")
+    if "{{" in value:
+        raise ValueError(f"{path}.{key}: unfilled TradingView placeholder {value!r}")
+    return value.strip()
+
+
+def _choice(section: Mapping[str, Any], path: str, key: str, allowed) -> str:
+    value = section.get(key)
+    if value not in allowed:
+        raise ValueError(f"{_where(path, key)}: expected one of {sorted(allowed)}, got {value!r}")
+    return value
+
+
+def _time(section: Mapping[str, Any], path: str, key: str) -> datetime:
+    raw = _text(section, path, key)
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{path}.{key}: not an ISO-8601 time: {raw!r}") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{path}.{key}: time has no timezone: {raw!r} (TradingView sends ...Z)")
+    return value
+
+
+def _number(section: Mapping[str, Any], path: str, key: str) -> float:
+    raw = section.get(key)
+    if isinstance(raw, bool) or raw is None:
+        raise ValueError(f"{path}.{key}: expected a number, got {raw!r}")
+    if isinstance(raw, str) and "{{" in raw:
+        raise ValueError(f"{path}.{key}: unfilled TradingView placeholder {raw!r}")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}.{key}: expected a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{path}.{key}: expected a finite number, got {raw!r}")
+    return value
+
+
+def parse_tradingview_alert(payload: Mapping[str, Any]) -> Event:
+    """Validate one alert body (seed-001 shape, or the DI-cross shape above) into an event.
+
+    Raises ValueError naming the first bad field (e.g. `signal.trigger: ...`). Extra
+    keys (a passphrase, an alert id) are ignored here; the gateway checks those.
+    """
+    if not isinstance(payload, Mapping):
+        raise ValueError(f"alert: expected a JSON object, got {type(payload).__name__}")
+    indicator = _choice(payload, "", "indicator", {TREND_INDICATOR, DMI_INDICATOR})
+    signal = _section(payload, "signal")
+    market = _section(payload, "market_data")
+    prices = _section(payload, "price_data")
+
+    symbol = _text(market, "market_data", "symbol")
+    exchange = _text(market, "market_data", "exchange")
+    timeframe = _text(market, "market_data", "timeframe")
+    bar_time = _time(market, "market_data", "timestamp")
+    fired_at = _time(market, "market_data", "timenow")
+    values = {k: _number(prices, "price_data", k) for k in ("open", "high", "low", "close")}
+    values["volume"] = _number(prices, "price_data", "volume")
+    for k in ("open", "high", "low", "close"):
+        if values[k] <= 0:
+            raise ValueError(f"price_data.{k}: expected a positive price, got {values[k]!r}")
+    if values["volume"] < 0:
+        raise ValueError(f"price_data.volume: expected >= 0, got {values['volume']!r}")
+    if values["high"] < max(values["open"], values["close"], values["low"]):
+        raise ValueError(f"price_data.high: {values['high']} is below open/close/low")
+    if values["low"] > min(values["open"], values["close"]):
+        raise ValueError(f"price_data.low: {values['low']} is above open/close")
+    common = dict(
+        symbol=symbol, at=fired_at, price=values["close"], bar_time=bar_time,
+        timeframe=timeframe, exchange=exchange,
+    )
+
+    if indicator == TREND_INDICATOR:
+        action = _choice(payload, "", "action", set(_FLIP_SHAPES))
+        direction, trigger, color = _FLIP_SHAPES[action]
+        _choice(signal, "signal", "type", {"ENTRY"})
+        _choice(signal, "signal", "direction", {direction})
+        _choice(signal, "signal", "trigger", {trigger})
+        return TrendFlip(color=color, **common)
+
+    _choice(payload, "", "action", {"DI_CROSS"})
+    _choice(signal, "signal", "type", {"DI_CROSS"})
+    name = _choice(signal, "signal", "direction", set(_CROSS_SHAPES))
+    trigger, direction = _CROSS_SHAPES[name]
+    _choice(signal, "signal", "trigger", {trigger})
+    return DICross(direction=direction, **common)
