@@ -1,0 +1,305 @@
+"""Compiled (numba) loops behind `indicators`; private, 1-D float64 in, preallocated out.
+
+Every kernel skips leading NaNs, writes NaN over its own warm-up, and returns a status:
+`OK`, or `NON_FINITE` when a NaN/inf shows up after the first valid input (the caller
+raises). Kernels follow TA-Lib's definitions step by step; where a hot loop is rewritten
+for speed (a linear recurrence unrolled four ways, multiplication by a reciprocal instead
+of division) the result differs from TA-Lib only by rounding, far below 1e-9.
+
+Compilation is cached on disk (`cache=True`), so a process pays it once per machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+OK = 0
+NON_FINITE = 1
+
+# TA-Lib's TA_IS_ZERO: an absolute threshold, in price units.
+_TA_EPSILON = 0.00000001
+
+
+@njit(cache=True)
+def first_valid(x: np.ndarray) -> int:
+    """Index of the first non-NaN value (len(x) if none)."""
+    i = 0
+    n = x.shape[0]
+    while i < n and x[i] != x[i]:
+        i += 1
+    return i
+
+
+@njit(cache=True)
+def first_valid3(h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> int:
+    """Index of the first bar where high, low and close are all non-NaN (n if none)."""
+    i = 0
+    n = h.shape[0]
+    while i < n and (h[i] != h[i] or lo[i] != lo[i] or c[i] != c[i]):
+        i += 1
+    return i
+
+
+@njit(cache=True)
+def _fill_nan(out: np.ndarray, stop: int) -> None:
+    for i in range(min(stop, out.shape[0])):
+        out[i] = np.nan
+
+
+@njit(cache=True)
+def _linear_recurrence(y: float, x: np.ndarray, a: float, b: float, start: int, out: np.ndarray):
+    """out[i] = a*out[i-1] + b*x[i] for i >= start, out[start-1] being `y`; returns last y.
+
+    Unrolled four ways: the four outputs of a block all derive from the block's incoming
+    `y`, so the loop-carried chain is one multiply-add per four bars instead of per bar.
+    `x` and `out` may be the same array (each block reads before it writes).
+    """
+    n = x.shape[0]
+    a2 = a * a
+    a3 = a2 * a
+    a4 = a3 * a
+    i = start
+    while i + 3 < n:
+        b1 = b * x[i]
+        b2 = b * x[i + 1]
+        b3 = b * x[i + 2]
+        b4 = b * x[i + 3]
+        c2 = a * b1 + b2
+        c3 = a * c2 + b3
+        c4 = a * c3 + b4
+        out[i] = a * y + b1
+        out[i + 1] = a2 * y + c2
+        out[i + 2] = a3 * y + c3
+        y = a4 * y + c4
+        out[i + 3] = y
+        i += 4
+    while i < n:
+        y = a * y + b * x[i]
+        out[i] = y
+        i += 1
+    return y
+
+
+@njit(cache=True)
+def _seeded_recurrence(x: np.ndarray, begin: int, period: int, a: float, b: float, out) -> int:
+    """Seed with the SMA of x[begin : begin+period], then y = a*y + b*x (EMA, Wilder)."""
+    n = x.shape[0]
+    seed_at = begin + period - 1
+    if seed_at >= n:
+        _fill_nan(out, n)
+        return OK
+    total = 0.0
+    for i in range(begin, begin + period):
+        total += x[i]
+    y = total / period
+    _fill_nan(out, seed_at)  # after the seed sum: `x` may be `out` (ATR smooths in place)
+    out[seed_at] = y
+    y = _linear_recurrence(y, x, a, b, seed_at + 1, out)
+    return OK if np.isfinite(y) else NON_FINITE
+
+
+@njit(cache=True)
+def ema(x: np.ndarray, period: int, out: np.ndarray) -> int:
+    """TA-Lib EMA: SMA seed over the first `period` values, then alpha = 2/(period+1)."""
+    k = 2.0 / (period + 1.0)
+    return _seeded_recurrence(x, first_valid(x), period, 1.0 - k, k, out)
+
+
+@njit(cache=True)
+def wilder(x: np.ndarray, period: int, out: np.ndarray) -> int:
+    """Wilder's smoothing (RMA): SMA seed, then y = (y*(period-1) + x) / period."""
+    return _seeded_recurrence(x, first_valid(x), period, (period - 1.0) / period, 1.0 / period, out)
+
+
+@njit(cache=True)
+def sma(x: np.ndarray, period: int, out: np.ndarray) -> int:
+    """TA-Lib SMA: a running window sum divided by `period`."""
+    n = x.shape[0]
+    begin = first_valid(x)
+    seed_at = begin + period - 1
+    _fill_nan(out, seed_at)
+    if seed_at >= n:
+        return OK
+    total = 0.0
+    for i in range(begin, seed_at):
+        total += x[i]
+    inv = 1.0 / period
+    trailing = begin
+    for i in range(seed_at, n):
+        total += x[i]
+        out[i] = total * inv
+        total -= x[trailing]
+        trailing += 1
+    return OK if np.isfinite(total) else NON_FINITE
+
+
+@njit(cache=True)
+def _tr(h: float, lo: float, prev_close: float) -> float:
+    """TA-Lib TRUE_RANGE: the largest of high-low, |high-prev close|, |low-prev close|."""
+    out = h - lo
+    t = abs(h - prev_close)
+    if t > out:
+        out = t
+    t = abs(lo - prev_close)
+    if t > out:
+        out = t
+    return out
+
+
+@njit(cache=True)
+def true_range(h: np.ndarray, lo: np.ndarray, c: np.ndarray, out: np.ndarray) -> int:
+    """TA-Lib TRANGE: undefined on the first valid bar (no previous close)."""
+    n = h.shape[0]
+    begin = first_valid3(h, lo, c)
+    _fill_nan(out, begin + 1)
+    check = 0.0
+    for i in range(begin + 1, n):
+        out[i] = _tr(h[i], lo[i], c[i - 1])
+        check += (h[i] - h[i]) + (lo[i] - lo[i]) + (c[i - 1] - c[i - 1])
+    return OK if check == 0.0 else NON_FINITE
+
+
+@njit(cache=True)
+def atr(h: np.ndarray, lo: np.ndarray, c: np.ndarray, period: int, out: np.ndarray) -> int:
+    """TA-Lib ATR: Wilder smoothing of the true range, seeded with its first SMA."""
+    status = true_range(h, lo, c, out)
+    if status != OK:
+        return status
+    begin = first_valid3(h, lo, c) + 1  # the first defined true range
+    return _seeded_recurrence(out, begin, period, (period - 1.0) / period, 1.0 / period, out)
+
+
+@njit(cache=True)
+def dmi(
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    period: int,
+    plus_di: np.ndarray,
+    minus_di: np.ndarray,
+    adx: np.ndarray,
+) -> int:
+    """TA-Lib PLUS_DI, MINUS_DI and ADX in one pass.
+
+    Wilder *sums* of +DM, -DM and TR (first `period-1` moves summed, then
+    s = s - s/period + v); DI = 100*DM/TR (0 when TR is ~0); DX = 100*|+DI - -DI|/(+DI + -DI);
+    ADX = mean of the first `period` DX, then Wilder-averaged. DI is defined from
+    begin+period, ADX from begin+2*period-1. As in TA-Lib, a DX with TR or DI sum ~0 is
+    left out of the seed sum (still divided by `period`) and does not move the ADX.
+    """
+    n = h.shape[0]
+    begin = first_valid3(h, lo, c)
+    di_at = begin + period
+    adx_at = begin + 2 * period - 1
+    _fill_nan(plus_di, di_at)
+    _fill_nan(minus_di, di_at)
+    _fill_nan(adx, adx_at)
+    if begin + 1 >= n:
+        return OK
+    decay = 1.0 - 1.0 / period
+    check = 0.0
+    p_dm = 0.0
+    m_dm = 0.0
+    tr = 0.0
+    sum_dx = 0.0
+    prev_adx = 0.0
+    stop = min(di_at, n)
+    for i in range(begin + 1, stop):
+        dp = h[i] - h[i - 1]
+        dm = lo[i - 1] - lo[i]
+        if dm > 0.0 and dp < dm:
+            m_dm += dm
+        elif dp > 0.0 and dp > dm:
+            p_dm += dp
+        tr += _tr(h[i], lo[i], c[i - 1])
+        check += (h[i] - h[i]) + (lo[i] - lo[i]) + (c[i - 1] - c[i - 1])
+    for i in range(di_at, n):
+        dp = h[i] - h[i - 1]
+        dm = lo[i - 1] - lo[i]
+        m_add = dm if ((dm > 0.0) & (dp < dm)) else 0.0
+        p_add = dp if ((dp > 0.0) & (dp > dm)) else 0.0
+        m_dm = m_dm * decay + m_add
+        p_dm = p_dm * decay + p_add
+        tr = tr * decay + _tr(h[i], lo[i], c[i - 1])
+        check += (h[i] - h[i]) + (lo[i] - lo[i]) + (c[i - 1] - c[i - 1])
+        dx_ok = False
+        dx = 0.0
+        if -_TA_EPSILON < tr < _TA_EPSILON:
+            pdi = 0.0
+            mdi = 0.0
+        else:
+            inv = 100.0 / tr
+            pdi = p_dm * inv
+            mdi = m_dm * inv
+            s = pdi + mdi
+            if not (-_TA_EPSILON < s < _TA_EPSILON):
+                dx = 100.0 * (abs(mdi - pdi) / s)
+                dx_ok = True
+        plus_di[i] = pdi
+        minus_di[i] = mdi
+        if i < adx_at:
+            if dx_ok:
+                sum_dx += dx
+        elif i == adx_at:
+            if dx_ok:
+                sum_dx += dx
+            prev_adx = sum_dx / period
+            adx[i] = prev_adx
+        else:
+            if dx_ok:
+                prev_adx = (prev_adx * (period - 1) + dx) / period
+            adx[i] = prev_adx
+    return OK if check == 0.0 else NON_FINITE
+
+
+@njit(cache=True)
+def peaks(x: np.ndarray, window: int, out: np.ndarray) -> None:
+    """out[i] = x[i] strictly beats every x[j], 0 < |i-j| <= window (both sides full).
+
+    Linear time whatever the data: a right-hand scan of length L proves the L bars it
+    passed over are not peaks (x[i] is within their left window and beats them), so the
+    next candidate is where the scan stopped; a left scan only follows a full right pass,
+    after which `window` bars are skipped.
+    """
+    n = x.shape[0]
+    out[:] = False
+    i = window
+    last = n - window  # exclusive: bars from here on lack a full right window
+    while i < last:
+        xi = x[i]
+        j = i + 1
+        while j <= i + window and xi > x[j]:
+            j += 1
+        if j <= i + window:  # x[j] >= x[i] (or NaN): i is no peak, nor anything before j
+            i = j
+            continue
+        k = i - window
+        while k < i and xi > x[k]:
+            k += 1
+        if k == i:
+            out[i] = True
+        i += window + 1
+
+
+@njit(cache=True)
+def troughs(x: np.ndarray, window: int, out: np.ndarray) -> None:
+    """Mirror of `peaks`: x[i] strictly below every other bar within `window` each side."""
+    n = x.shape[0]
+    out[:] = False
+    i = window
+    last = n - window
+    while i < last:
+        xi = x[i]
+        j = i + 1
+        while j <= i + window and xi < x[j]:
+            j += 1
+        if j <= i + window:
+            i = j
+            continue
+        k = i - window
+        while k < i and xi < x[k]:
+            k += 1
+        if k == i:
+            out[i] = True
+        i += window + 1
