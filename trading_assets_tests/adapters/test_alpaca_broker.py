@@ -1,0 +1,323 @@
+"""AlpacaBroker against a loopback Alpaca that speaks the wire format and misbehaves on cue.
+
+What a user relies on: one order per client order id whatever the network does, typed
+errors with Alpaca's own words, money as numbers, and no secret in any message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+import pytest
+
+from trading_assets.adapters.brokers.alpaca import AlpacaBroker
+from trading_assets.adapters.ratelimit import RateLimiter
+from trading_assets.core import calendar as nyse
+from trading_assets.core.ports import (
+    AmbiguousOrderError,
+    Broker,
+    BrokerError,
+    OrderRejected,
+    OrderRequest,
+    OrderStatus,
+    RateLimited,
+    SessionExpired,
+    Side,
+)
+from trading_assets_tests.fakes.alpaca import SECRET_KEY, FakeAlpaca, make_alpaca_under_test
+
+
+@pytest.fixture
+def alpaca() -> Iterator[tuple[AlpacaBroker, FakeAlpaca]]:
+    with make_alpaca_under_test() as pair:
+        yield pair
+
+
+def buy(cid: str, qty: float = 10, symbol: str = "TQQQ", **kw: object) -> OrderRequest:
+    return OrderRequest(client_order_id=cid, symbol=symbol, side=Side.BUY, qty=qty, **kw)
+
+
+def test_is_a_broker_and_paper_by_default() -> None:
+    broker = AlpacaBroker("k", "s")
+    assert isinstance(broker, Broker)
+    assert broker.client._base_url.startswith("https://paper-api.alpaca.markets")
+    assert "s" not in repr(broker).replace("paper", "").replace("AlpacaBroker", "")
+
+
+def test_account_and_positions_convert_wire_strings_to_numbers(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_position("TQQQ", 12, 50.25)
+    fake.set_price("TQQQ", 55.5)
+    acct = broker.account()
+    assert acct.cash == 100_000.0 and acct.account_id == fake.account_number
+    assert acct.equity == pytest.approx(100_000.0 + 12 * 55.5)
+    [pos] = broker.positions()
+    assert (pos.symbol, pos.qty, pos.avg_entry_price, pos.market_price) == (
+        "TQQQ",
+        12.0,
+        50.25,
+        55.5,
+    )
+    assert isinstance(pos.qty, float)
+
+
+def test_short_positions_come_back_negative(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_position("SQQQ", -3, 20.0)
+    assert broker.positions()[0].qty == -3.0
+
+
+def test_market_order_fills_and_moves_cash_and_positions(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    order = broker.submit_order(buy("flow-TQQQ-1"))
+    assert order.status is OrderStatus.FILLED
+    assert (order.filled_qty, order.filled_avg_price) == (10.0, 50.0)
+    assert order.client_order_id == "flow-TQQQ-1"
+    assert broker.account().cash == pytest.approx(99_500.0)
+    assert [(p.symbol, p.qty) for p in broker.positions()] == [("TQQQ", 10.0)]
+    sent = next(r.json() for r in fake.requests if r.method == "POST")
+    assert sent["client_order_id"] == "flow-TQQQ-1" and sent["type"] == "market"
+
+
+def test_resubmitting_a_client_order_id_returns_the_first_order(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    first = broker.submit_order(buy("c-dup"))
+    again = broker.submit_order(buy("c-dup"))
+    assert again.broker_order_id == first.broker_order_id
+    assert fake.order_count("c-dup") == 1
+    assert broker.positions()[0].qty == 10.0
+
+
+def test_get_order_unknown_is_none(alpaca) -> None:
+    broker, _ = alpaca
+    assert broker.get_order("never-sent") is None
+
+
+def test_limit_order_rests_then_cancels_and_cancel_is_repeatable(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    order = broker.submit_order(buy("lim-1", order_type="limit", limit_price=40.0))
+    assert order.status is OrderStatus.ACCEPTED and order.filled_qty == 0
+    assert broker.cancel_order("lim-1").status is OrderStatus.CANCELED
+    assert broker.cancel_order("lim-1").status is OrderStatus.CANCELED
+    assert broker.cancel_order("nope") is None
+    assert broker.positions() == []
+
+
+def test_cancelling_a_filled_order_returns_it_filled(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    broker.submit_order(buy("f-1"))
+    assert broker.cancel_order("f-1").status is OrderStatus.FILLED
+
+
+def test_bracket_order_goes_out_with_both_legs(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    order = broker.submit_order(buy("br-1", take_profit=55.0, stop_loss=47.5))
+    assert order.status is OrderStatus.FILLED
+    body = next(r.json() for r in fake.requests if r.method == "POST")
+    assert body["order_class"] == "bracket"
+    assert float(body["take_profit"]["limit_price"]) == 55.0
+    assert float(body["stop_loss"]["stop_price"]) == 47.5
+    assert fake.order_count() == 3  # parent + take-profit leg + stop-loss leg
+
+
+def test_half_a_bracket_is_refused_before_sending(alpaca) -> None:
+    broker, fake = alpaca
+    with pytest.raises(OrderRejected):
+        broker.submit_order(buy("br-2", take_profit=55.0))
+    assert fake.order_posts() == 0
+
+
+def test_timeout_after_accept_resolves_to_the_accepted_order(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fault_timeout_after_accept()
+    order = broker.submit_order(buy("slow-1"))
+    assert order.client_order_id == "slow-1" and order.status is OrderStatus.FILLED
+    assert fake.order_count("slow-1") == 1
+
+
+def test_504_resend_by_alpaca_py_never_makes_a_second_order(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fault_gateway_timeout_after_accept()
+    order = broker.submit_order(buy("gw-1"))
+    assert fake.order_posts() == 2  # alpaca-py resent it: the second POST got the 422
+    assert fake.order_count("gw-1") == 1
+    assert order.status is OrderStatus.FILLED and broker.positions()[0].qty == 10.0
+
+
+def test_server_error_before_accept_is_ambiguous_then_safe_to_resolve(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fault_server_error()
+    with pytest.raises(AmbiguousOrderError) as info:
+        broker.submit_order(buy("amb-1"))
+    assert "amb-1" in str(info.value)
+    assert fake.order_count("amb-1") == 0
+    # the caller resolves by lookup, finds nothing, and may place it now: exactly once
+    assert broker.get_order("amb-1") is None
+    broker.submit_order(buy("amb-1"))
+    assert fake.order_count("amb-1") == 1
+
+
+def test_server_error_after_accept_returns_the_order(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fault_server_error(after_accept=True)
+    assert broker.submit_order(buy("acc-500")).status is OrderStatus.FILLED
+    assert fake.order_count("acc-500") == 1 and fake.order_posts() == 1
+
+
+def test_non_json_200_after_accept_returns_the_order(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fault_garbled_after_accept()
+    assert broker.submit_order(buy("garbled")).client_order_id == "garbled"
+    assert fake.order_count("garbled") == 1
+
+
+def test_non_json_gateway_page_on_post_is_ambiguous_not_a_crash(alpaca) -> None:
+    broker, fake = alpaca
+    fake.fault_non_json(path=r"^/v2/orders$")
+    with pytest.raises(AmbiguousOrderError):
+        broker.submit_order(buy("html-1"))
+
+
+def test_non_json_error_on_reads_is_a_broker_error(alpaca) -> None:
+    broker, fake = alpaca
+    fake.fault_non_json()
+    with pytest.raises(BrokerError, match="502"):
+        broker.account()
+
+
+def test_business_reject_carries_alpacas_reason(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fault_reject_next("account is restricted from trading")
+    with pytest.raises(OrderRejected) as info:
+        broker.submit_order(buy("rej-1"))
+    assert info.value.reason == "account is restricted from trading"
+    assert fake.order_count() == 0
+
+
+def test_insufficient_buying_power_is_a_reject(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    with pytest.raises(OrderRejected) as info:
+        broker.submit_order(buy("big", qty=1_000_000))
+    assert info.value.reason == "insufficient buying power"
+    with pytest.raises(OrderRejected, match="insufficient qty"):
+        fake.set_position("AAPL", 1, 100.0)
+        broker.submit_order(OrderRequest("sell-2", "AAPL", Side.SELL, 2))
+
+
+def test_revoked_key_is_session_expired_and_never_leaks_the_secret(alpaca) -> None:
+    broker, fake = alpaca
+    fake.fault_expire_session()
+    with pytest.raises(SessionExpired) as info:
+        broker.account()
+    assert "do not expire" in str(info.value)
+    assert SECRET_KEY not in str(info.value)
+    with pytest.raises(SessionExpired):
+        broker.submit_order(buy("after-401"))
+    assert fake.order_count() == 0
+    fake.restore_session()
+    assert broker.account().cash == 100_000.0
+
+
+def test_one_429_is_absorbed_by_alpaca_py_retry(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fault_rate_limit(times=1)
+    assert broker.submit_order(buy("rl-1")).status is OrderStatus.FILLED
+    assert fake.order_count("rl-1") == 1
+
+
+def test_persistent_429_raises_rate_limited_and_places_nothing(alpaca) -> None:
+    broker, fake = alpaca
+    fake.fault_rate_limit(times=10)
+    with pytest.raises(RateLimited):
+        broker.account()
+    fake.faults.clear()
+    fake.fault_rate_limit(times=10)
+    fake.set_price("TQQQ", 50.0)
+    with pytest.raises(RateLimited):
+        broker.submit_order(buy("rl-2"))
+    assert fake.order_count() == 0
+
+
+def test_close_position_uses_our_id_and_is_idempotent(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_position("TQQQ", 7, 40.0)
+    fake.set_price("TQQQ", 45.0)
+    first = broker.close_position("TQQQ", "close-TQQQ")
+    assert (first.side, first.qty, first.client_order_id) == (Side.SELL, 7.0, "close-TQQQ")
+    again = broker.close_position("TQQQ", "close-TQQQ")
+    assert again.broker_order_id == first.broker_order_id
+    assert broker.positions() == [] and fake.order_count() == 1
+    assert broker.close_position("MSFT", "close-MSFT") is None
+
+
+def test_close_short_buys_back(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_position("SQQQ", -4, 20.0)
+    fake.set_price("SQQQ", 19.0)
+    assert broker.close_position("SQQQ", "close-SQQQ").side is Side.BUY
+    assert broker.positions() == []
+
+
+def test_close_all_liquidates_and_cancels_open_orders(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_position("TQQQ", 5, 40.0)
+    fake.set_position("AAPL", 2, 150.0)
+    fake.set_price("MSFT", 400.0)
+    broker.submit_order(
+        buy("lim-msft", symbol="MSFT", qty=1, order_type="limit", limit_price=300.0)
+    )
+    results = broker.close_all()
+    assert sorted(r["symbol"] for r in results) == ["AAPL", "TQQQ"]
+    assert all(r["order"].status is OrderStatus.FILLED for r in results)
+    assert broker.positions() == []
+    assert broker.get_order("lim-msft").status is OrderStatus.CANCELED
+
+
+def test_clock_and_calendar_know_half_days_and_dst(alpaca) -> None:
+    broker, fake = alpaca
+    nyse.sessions_between(date(2024, 1, 2), date(2024, 1, 3))  # load the calendar before timing out
+    fake.now = datetime(2024, 11, 29, 17, 30, tzinfo=UTC)  # 12:30 New York, half day
+    clock = broker.clock()
+    assert clock["is_open"] is True
+    assert clock["next_close"] == datetime(2024, 11, 29, 18, 0, tzinfo=UTC)  # 13:00 EST
+    days = broker.calendar(date(2024, 11, 27), date(2024, 12, 2))
+    assert [d["date"] for d in days] == [date(2024, 11, 27), date(2024, 11, 29), date(2024, 12, 2)]
+    assert days[1]["close"].hour == 13
+    # DST: the open is 09:30 New York both sides of the switch, 13:30Z vs 14:30Z
+    [summer] = broker.calendar(date(2024, 3, 11), date(2024, 3, 11))
+    [winter] = broker.calendar(date(2024, 3, 8), date(2024, 3, 8))
+    assert summer["open"].astimezone(UTC).hour == 13 and winter["open"].astimezone(UTC).hour == 14
+
+
+def test_client_side_limiter_paces_every_http_call(alpaca) -> None:
+    _, fake = alpaca
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    limiter = RateLimiter(2, 60.0, clock=lambda: now[0], sleep=sleep)
+    broker = AlpacaBroker(
+        "PKFAKEKEY0000000000",
+        SECRET_KEY,
+        url_override=fake.url,
+        limiter=limiter,
+        retry_wait_seconds=0,
+    )
+    for _ in range(3):
+        broker.account()
+    assert limiter.waited == pytest.approx(60.0)
