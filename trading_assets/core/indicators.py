@@ -252,7 +252,7 @@ def _timestamps_ns(timestamps: object, n: int) -> np.ndarray:
         ts = pd.DatetimeIndex(timestamps)
         if ts.tz is not None:
             ts = ts.tz_convert("UTC")
-        out = ts.asi8
+        out = ts.as_unit("ns").asi8  # pandas 3 indexes may hold s/ms/us units
     else:  # plain numbers: seconds
         out = np.round(np.asarray(timestamps, dtype=np.float64) * 1e9).astype(np.int64)
     if out.shape[0] != n:
