@@ -81,7 +81,7 @@ _STATUS = {
 }
 
 
-class _PacedSession(requests.Session):
+class PacedSession(requests.Session):
     """A requests session with a default timeout and a client-side rate limit.
 
     Every attempt alpaca-py makes (its own retries included) passes through here, so
@@ -142,7 +142,7 @@ class AlpacaBroker:
         if limiter is None and rate_limit_per_minute:
             limiter = RateLimiter(rate_limit_per_minute, 60.0)
         self.limiter = limiter
-        self.client._session = _PacedSession(timeout, limiter)
+        self.client._session = PacedSession(timeout, limiter)
         if retry_wait_seconds is not None:
             self.client._retry_wait = retry_wait_seconds
 
