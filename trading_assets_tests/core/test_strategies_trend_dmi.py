@@ -192,6 +192,22 @@ event_specs = st.lists(
 )
 
 
+# Every legal starting state, including "flat, colour known, not waiting" (stand aside),
+# which only a stored or hand-written state reaches.
+start_states = st.sampled_from(
+    [
+        TrendState(SYM),
+        TrendState(SYM, PositionState.LONG, BLUE),
+        TrendState(SYM, PositionState.SHORT, RED),
+        TrendState(SYM, PositionState.NONE, BLUE, True),
+        TrendState(SYM, PositionState.NONE, RED, True),
+        TrendState(SYM, PositionState.NONE, BLUE, False),
+        TrendState(SYM, PositionState.NONE, RED, False),
+    ]
+)
+HELD = {PositionState.NONE: 0, PositionState.LONG: 1, PositionState.SHORT: -1}
+
+
 def build_events(specs):
     at = T0
     events = []
@@ -205,12 +221,11 @@ def build_events(specs):
 
 
 @settings(max_examples=150, deadline=None)
-@given(event_specs)
-def test_never_both_long_and_short_and_actions_track_the_position(specs):
+@given(start_states, event_specs)
+def test_never_both_long_and_short_and_actions_track_the_position(state, specs):
     """Replaying the actions on a broker-side position gives the state's position, and
     that position is always -1, 0 or +1: never long and short at once, never doubled."""
-    state = TrendState(SYM)
-    held = 0
+    held = HELD[state.position]
     for event in build_events(specs):
         t = apply(state, event)
         for action in t.actions:
@@ -224,15 +239,12 @@ def test_never_both_long_and_short_and_actions_track_the_position(specs):
                 assert held == 0, "opened while still holding a position"
                 held = 1 if action is Action.OPEN_LONG else -1
         state = t.state
-        assert held == {PositionState.NONE: 0, PositionState.LONG: 1, PositionState.SHORT: -1}[
-            state.position
-        ]
+        assert held == HELD[state.position]
 
 
 @settings(max_examples=150, deadline=None)
-@given(event_specs)
-def test_di_cross_opens_only_while_waiting_and_in_the_trend_direction(specs):
-    state = TrendState(SYM)
+@given(start_states, event_specs)
+def test_di_cross_opens_only_while_waiting_and_in_the_trend_direction(state, specs):
     for event in build_events(specs):
         t = apply(state, event)
         opens = [a for a in t.actions if a.opens]
@@ -245,9 +257,8 @@ def test_di_cross_opens_only_while_waiting_and_in_the_trend_direction(specs):
 
 
 @settings(max_examples=150, deadline=None)
-@given(event_specs)
-def test_stale_events_are_rejected_and_change_nothing(specs):
-    state = TrendState(SYM)
+@given(start_states, event_specs)
+def test_stale_events_are_rejected_and_change_nothing(state, specs):
     for event in build_events(specs):
         before = copy.deepcopy(state)
         t = apply(state, event)
