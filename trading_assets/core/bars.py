@@ -68,7 +68,7 @@ def bar_problems(
     bad = ~np.isfinite(values)
     if bad.any():
         rows = frame.loc[bad.any(axis=1)]
-        sample = ", ".join(f"{s}@{t.isoformat()}" for t, s in zip(rows.index[:5], rows["symbol"][:5]))
+        sample = ", ".join(f"{s}@{t.isoformat()}" for t, s in zip(rows.index[:5], rows["symbol"][:5], strict=True))
         problems.append(f"{int(bad.any(axis=1).sum())} bars have NaN/inf values (e.g. {sample})")
     hi, lo = frame["high"].to_numpy(), frame["low"].to_numpy()
     op, cl = frame["open"].to_numpy(), frame["close"].to_numpy()

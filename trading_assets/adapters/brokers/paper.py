@@ -148,7 +148,9 @@ class PaperBroker:
                 return self._fetch(conn, request.client_order_id)
             commission = self.commission_per_share * request.qty
             cash = conn.execute("SELECT cash FROM account WHERE account_id = ?", (self.account_id,)).fetchone()["cash"]
-            pos = conn.execute("SELECT qty, avg_entry_price FROM positions WHERE symbol = ?", (request.symbol,)).fetchone()
+            pos = conn.execute(
+                "SELECT qty, avg_entry_price FROM positions WHERE symbol = ?", (request.symbol,)
+            ).fetchone()
             held, avg = (pos["qty"], pos["avg_entry_price"]) if pos else (0.0, 0.0)
             if request.side is Side.BUY:
                 cost = request.qty * fill_price + commission

@@ -135,7 +135,9 @@ class SqliteLedger:
                 "SELECT qty, price, commission FROM transactions WHERE transaction_id = ?",
                 (txn.transaction_id,),
             ).fetchone()
-            if old is not None and (old["qty"], old["price"], old["commission"]) == (txn.qty, txn.price, txn.commission):
+            unchanged = old is not None and (old["qty"], old["price"], old["commission"]) == (
+                txn.qty, txn.price, txn.commission)
+            if unchanged:
                 return False
             conn.execute("INSERT OR REPLACE INTO transactions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         return True

@@ -1,0 +1,44 @@
+# trading_assets: `make run` (the main job, offline) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export TRADING_DATA_DIR ?= $(CURDIR)/.trading_data
+export YF_DISABLE_CURL_CFFI ?= 1
+
+.PHONY: install run dev test bench lint clean home
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+home:
+	@mkdir -p $(DAGSTER_HOME) $(TRADING_DATA_DIR)
+	@cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+run: install home
+	$(PY) -m trading_assets run
+
+dev: install home
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+test: install
+	$(VENV)/bin/pytest
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed home
+	$(PY) benchmarks/run_all.py
+
+lint: install
+	$(VENV)/bin/ruff check trading_assets trading_assets_tests benchmarks
+
+clean:
+	rm -rf $(DAGSTER_HOME) $(TRADING_DATA_DIR) .pytest_cache

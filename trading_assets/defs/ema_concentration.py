@@ -1,0 +1,303 @@
+"""Flow `ema_concentration` (seed 002): bars -> indicators -> signals -> orders ->
+transactions -> equity, one partition per 30-minute NYSE bar.
+
+Every symbol of the tick (the target, whatever is held, and the watchlist) travels as
+one vectorised frame. Orders go through `core.execution`, which makes them exactly-once.
+"""
+
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from trading_assets.core import calendar
+from trading_assets.core.bars import bar_problems
+from trading_assets.core.execution import (
+    account_key,
+    client_order_id,
+    ensure_baseline,
+    execute_plan,
+    reconcile,
+    sync_open_intents,
+)
+from trading_assets.core.ports import EquitySnapshot, OrderIntent
+from trading_assets.core.strategies import ema_concentration as strategy
+from trading_assets.defs.partitions import bar_closing_at, bar_window, market_bars_30m
+from trading_assets.defs.reports import equity_curve_markdown, frame_markdown
+from trading_assets.defs.resources import (
+    BrokerResource,
+    EmaConcentrationSettings,
+    LedgerResource,
+    MarketDataResource,
+    TradingSettings,
+)
+
+FLOW = strategy.FLOW
+GROUP = FLOW
+PREFIX = [FLOW]
+BARS_CHECK = "bars_complete_fresh_no_nan"
+RECONCILE_CHECK = "ledger_reconciles_with_broker"
+
+_common = {"group_name": GROUP, "key_prefix": PREFIX, "partitions_def": market_bars_30m}
+
+
+def _params(settings: EmaConcentrationSettings) -> strategy.Params:
+    return strategy.Params(settings.target, settings.fast, settings.slow, settings.buying_power_fraction)
+
+
+def _elapsed_ms(t0: float) -> dg.MetadataValue:
+    return dg.MetadataValue.float(round((time.perf_counter() - t0) * 1000, 3))
+
+
+@dg.asset(
+    **_common,
+    kinds={"pandas"},
+    check_specs=[dg.AssetCheckSpec(BARS_CHECK, asset=dg.AssetKey([*PREFIX, "bars"]), blocking=True,
+                                   description="every symbol has ordered, finite bars ending with this tick's bar; "
+                                               "blocking: no orders from bad bars")],
+    description="30-minute bars of the target, every held symbol and the watchlist, "
+                "over the lookback sessions up to and including this tick's bar.",
+)
+def bars(
+    context: dg.AssetExecutionContext,
+    market_data: MarketDataResource,
+    broker: BrokerResource,
+    ema_concentration: EmaConcentrationSettings,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    t0 = time.perf_counter()
+    start, end = bar_window(context.partition_key)
+    held = [p.symbol for p in broker.get().positions()]
+    symbols = list(dict.fromkeys([ema_concentration.target, *held, *ema_concentration.watchlist]))
+    sessions = calendar.previous_sessions(start.tz_convert(calendar.TZ).date(), ema_concentration.lookback_sessions)
+    fetch_from, _ = calendar.session_open_close(sessions[0])
+    context.log.info(f"fetching {len(symbols)} symbols x {len(sessions)} sessions of 30min bars up to {end}")
+    frame = market_data.get().get_bars(symbols, fetch_from.tz_convert("UTC"), end, "30min")
+    problems = bar_problems(frame, symbols, last_bar_start=start)
+    target_rows = frame[frame["symbol"] == ema_concentration.target]
+    yield dg.Output(
+        frame,
+        metadata={
+            "rows": len(frame),
+            "symbols": len(symbols),
+            "first_bar": str(frame.index.min()) if len(frame) else "",
+            "last_bar": str(frame.index.max()) if len(frame) else "",
+            "last_price": float(target_rows["close"].iloc[-1]) if len(target_rows) else float("nan"),
+            "work_ms": _elapsed_ms(t0),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=BARS_CHECK,
+        asset_key=dg.AssetKey([*PREFIX, "bars"]),
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(problems) if problems else "bars complete, ordered, finite and fresh",
+        metadata={"problems": dg.MetadataValue.json(problems), "symbols_expected": len(symbols)},
+    )
+
+
+@dg.asset(**_common, kinds={"pandas"}, description="Per symbol: last price and EMA fast/slow on hourly closes.")
+def indicators(
+    context: dg.AssetExecutionContext, bars: pd.DataFrame, ema_concentration: EmaConcentrationSettings
+) -> dg.Output[pd.DataFrame]:
+    t0 = time.perf_counter()
+    frame = strategy.indicator_frame(bars, _params(ema_concentration))
+    row = frame.loc[ema_concentration.target]
+    return dg.Output(frame, metadata={
+        "symbols": len(frame),
+        "target_price": float(row["price"]),
+        "target_ema_fast": float(row["ema_fast"]),
+        "target_ema_slow": float(row["ema_slow"]),
+        "hourly_bars": int(row["hourly_bars"]),
+        "preview": dg.MetadataValue.md(frame_markdown(frame.drop(columns=["as_of"]))),
+        "work_ms": _elapsed_ms(t0),
+    })
+
+
+@dg.asset(**_common, kinds={"pandas"}, description="Bullish / bearish / neutral per symbol (seed 002 rules).")
+def signals(
+    context: dg.AssetExecutionContext, indicators: pd.DataFrame, ema_concentration: EmaConcentrationSettings
+) -> dg.Output[pd.DataFrame]:
+    t0 = time.perf_counter()
+    frame = strategy.signals_frame(indicators)
+    target_signal = str(frame.loc[ema_concentration.target, "signal"])
+    context.log.info(f"{ema_concentration.target}: {target_signal}")
+    return dg.Output(frame, metadata={
+        "target_signal": target_signal,
+        "signal_counts": dg.MetadataValue.json(frame["signal"].value_counts().to_dict()),
+        "work_ms": _elapsed_ms(t0),
+    })
+
+
+def _intents_frame(intents: list[OrderIntent]) -> pd.DataFrame:
+    columns = ["client_order_id", "symbol", "side", "qty", "leg", "reference_price", "status",
+               "filled_qty", "filled_avg_price", "broker_order_id", "reason"]
+    rows = [{c: (getattr(i, c).value if c == "side" else getattr(i, c)) for c in columns} for i in intents]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype({"qty": "float64", "filled_qty": "float64", "reference_price": "float64",
+                         "filled_avg_price": "float64"})
+
+
+@dg.asset(**_common, kinds={"python"}, pool="broker_api",
+          description="The tick's orders: planned from the target's signal, recorded in the ledger "
+                      "before the broker call, placed exactly once.")
+def orders(
+    context: dg.AssetExecutionContext,
+    signals: pd.DataFrame,
+    broker: BrokerResource,
+    ledger: LedgerResource,
+    trading_settings: TradingSettings,
+    ema_concentration: EmaConcentrationSettings,
+) -> dg.Output[pd.DataFrame]:
+    t0 = time.perf_counter()
+    key = context.partition_key
+    _, end = bar_window(key)
+    brk, led = broker.get(), ledger.get()
+    params = _params(ema_concentration)
+
+    recovered = sync_open_intents(brk, led, FLOW)
+    if recovered:
+        context.log.info(f"resolved {len(recovered)} open order(s) from earlier ticks")
+    account = brk.account()
+    acct = account_key(brk, account.account_id)
+    ensure_baseline(brk, led, acct, FLOW, end.to_pydatetime())
+    drift = reconcile(led.net_positions(acct), {p.symbol: p.qty for p in brk.positions()})
+    if drift:
+        raise dg.Failure(
+            description="ledger and broker positions disagree; not trading until reconciled: "
+                        + "; ".join(map(str, drift)),
+            metadata={"drift": dg.MetadataValue.json([d.__dict__ for d in drift])},
+        )
+
+    prices = {str(s): float(p) for s, p in signals["price"].items()}
+    brk.observe_prices(prices, end.to_pydatetime())
+    signal = strategy.Signal(signals.loc[params.target, "signal"])
+    notes: list[str] = []
+    latest = led.latest_plan_key(FLOW)
+    age_min = (datetime.now(UTC) - end.to_pydatetime()).total_seconds() / 60
+    max_age = trading_settings.max_tick_age_minutes
+    if latest is not None and key < latest:
+        notes.append(f"tick {key} is older than the last traded tick {latest}: signals only, no orders")
+        planned = []
+    elif max_age is not None and age_min > max_age and not led.has_plan(FLOW, key):
+        notes.append(f"tick closed {age_min:.0f} min ago (> {max_age}): signals only, no orders")
+        planned = []
+    else:
+        decision = strategy.plan(signal, params, {p.symbol: p.qty for p in brk.positions()},
+                                 prices, account.buying_power)
+        notes.extend(decision.notes)
+        planned = decision.orders
+    intents = [
+        OrderIntent(client_order_id=client_order_id(FLOW, o.symbol, key, o.leg), flow=FLOW,
+                    partition_key=key, account=acct, symbol=o.symbol, side=o.side, qty=o.qty,
+                    leg=o.leg, reference_price=o.reference_price, extra={"reason": o.reason})
+        for o in planned
+    ]
+    report = execute_plan(brk, led, intents, FLOW, key, kill_switch=trading_settings.kill_switch_engaged())
+    for note in notes:
+        context.log.info(note)
+    for i in report.intents:
+        context.log.info(f"{i.side.value} {i.qty:g} {i.symbol} [{i.leg}] -> {i.status} ({i.client_order_id})")
+    frame = _intents_frame(report.intents)
+    return dg.Output(frame, metadata={
+        "signal": signal.value,
+        "orders": len(frame),
+        "placed_this_run": len(report.submitted),
+        "already_at_broker": len(report.adopted) + len(report.skipped),
+        "rejected": len(report.rejected),
+        "plan": "new" if report.new_plan else "existing (rerun resolves, never re-plans)",
+        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "-"),
+        "buying_power_before": account.buying_power,
+        "work_ms": _elapsed_ms(t0),
+    })
+
+
+@dg.asset(**_common, kinds={"python"}, pool="broker_api",
+          description="Fills of this tick's orders, confirmed at the broker and written to the ledger.")
+def transactions(
+    context: dg.AssetExecutionContext, orders: pd.DataFrame, broker: BrokerResource, ledger: LedgerResource
+) -> dg.Output[pd.DataFrame]:
+    t0 = time.perf_counter()
+    brk, led = broker.get(), ledger.get()
+    sync_open_intents(brk, led, FLOW, context.partition_key)
+    fills = led.transactions(flow=FLOW)
+    fills = fills[(fills["partition_key"] == context.partition_key) & (fills["kind"] == "fill")]
+    fills = fills.reset_index(drop=True)
+    notional = float((fills["qty"] * fills["price"]).sum()) if len(fills) else 0.0
+    return dg.Output(fills, metadata={
+        "fills": len(fills),
+        "notional": notional,
+        "commission": float(fills["commission"].sum()) if len(fills) else 0.0,
+        "work_ms": _elapsed_ms(t0),
+    })
+
+
+@dg.asset(
+    **_common,
+    kinds={"python"},
+    check_specs=[dg.AssetCheckSpec(RECONCILE_CHECK, asset=dg.AssetKey([*PREFIX, "equity"]),
+                                   description="ledger positions (baseline + fills) equal the broker's")],
+    description="Account value after the tick, recorded in the ledger; the curve so far as a PNG.",
+)
+def equity(
+    context: dg.AssetExecutionContext,
+    transactions: pd.DataFrame,
+    broker: BrokerResource,
+    ledger: LedgerResource,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    t0 = time.perf_counter()
+    _, end = bar_window(context.partition_key)
+    brk, led = broker.get(), ledger.get()
+    account = brk.account()
+    positions = {p.symbol: p.qty for p in brk.positions()}
+    acct = account_key(brk, account.account_id)
+    led.record_equity(EquitySnapshot(FLOW, context.partition_key, acct, end.to_pydatetime(),
+                                     account.cash, account.equity, account.buying_power, positions))
+    curve = led.equity_curve(FLOW)
+    curve = curve[curve["as_of"] <= end].reset_index(drop=True)
+    context.log.info(f"equity {account.equity:,.2f} (cash {account.cash:,.2f}, positions {positions})")
+    yield dg.Output(curve, metadata={
+        "equity": account.equity,
+        "cash": account.cash,
+        "positions": dg.MetadataValue.json(positions),
+        "ticks_recorded": len(curve),
+        "equity_curve": dg.MetadataValue.md(equity_curve_markdown(curve, f"{FLOW} equity")),
+        "work_ms": _elapsed_ms(t0),
+    })
+    drift = reconcile(led.net_positions(acct), positions)
+    yield dg.AssetCheckResult(
+        check_name=RECONCILE_CHECK,
+        asset_key=dg.AssetKey([*PREFIX, "equity"]),
+        passed=not drift,
+        description="; ".join(map(str, drift)) if drift else "ledger matches broker",
+        metadata={"drift": dg.MetadataValue.json([d.__dict__ for d in drift])},
+    )
+
+
+FLOW_ASSETS = [bars, indicators, signals, orders, transactions, equity]
+
+ema_concentration_job = dg.define_asset_job(
+    name="ema_concentration_job",
+    selection=dg.AssetSelection.assets(*FLOW_ASSETS),
+    executor_def=dg.in_process_executor,
+    description="One tick of the EMA concentration flow (run per 30-minute bar partition).",
+)
+
+
+@dg.schedule(
+    job=ema_concentration_job,
+    cron_schedule="0,30 9-16 * * 1-5",
+    execution_timezone=calendar.TZ,
+    name="ema_concentration_every_bar",
+    description="Right after each regular-hours bar closes (10:00 ... 16:00 New York); "
+                "skips holidays, half-day afternoons and off-hours ticks.",
+)
+def ema_concentration_schedule(context: dg.ScheduleEvaluationContext):
+    moment = pd.Timestamp(context.scheduled_execution_time)
+    key = bar_closing_at(moment)
+    if key is None:
+        reason = calendar.closed_reason(moment.tz_convert(calendar.TZ).date())
+        return dg.SkipReason(reason or f"no bar closes at {moment.tz_convert(calendar.TZ):%Y-%m-%d %H:%M}")
+    return dg.RunRequest(run_key=f"{FLOW}:{key}", partition_key=key)

@@ -1,0 +1,44 @@
+"""Metadata that people would rather look at: equity-curve PNGs and small tables."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pandas as pd
+
+
+def equity_curve_markdown(curve: pd.DataFrame, title: str) -> str:
+    """The equity curve as a base64 PNG inside markdown (Dagster has no image type)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
+    try:
+        ax.plot(curve["as_of"].dt.tz_convert("America/New_York"), curve["equity"], marker=".", lw=1.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("equity")
+        ax.grid(alpha=0.3)
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    encoded = base64.b64encode(buf.getvalue()).decode()
+    return f"![{title}](data:image/png;base64,{encoded})"
+
+
+def frame_markdown(frame: pd.DataFrame, max_rows: int = 20, floatfmt: str = ".4f") -> str:
+    """A small frame as a markdown table (first `max_rows` rows)."""
+    shown = frame.head(max_rows)
+    cols = [str(c) for c in [shown.index.name or "", *shown.columns]]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for idx, row in shown.iterrows():
+        cells = [str(idx)] + [format(v, floatfmt) if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(frame) > max_rows:
+        lines.append(f"\n… {len(frame) - max_rows} more rows")
+    return "\n".join(lines)
