@@ -1,0 +1,335 @@
+"""TradovateBroker against the loopback Tradovate fake: what goes over the wire, and how
+the broker behaves when Tradovate does its awkward things (errors inside HTTP 200,
+penalty tickets, lockouts, expiring tokens, no clOrdId deduplication)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from trading_assets.adapters.brokers.tradovate import TradovateBroker
+from trading_assets.adapters.ratelimit import RateLimiter
+from trading_assets.core.ports import (
+    AmbiguousOrderError,
+    Broker,
+    BrokerError,
+    OrderRejected,
+    OrderRequest,
+    OrderStatus,
+    RateLimited,
+    SessionExpired,
+    Side,
+)
+from trading_assets_tests.fakes.tradovate import (
+    BAD_LOGIN_TEXT,
+    FAKE_PASSWORD,
+    FAKE_SEC,
+    make_broker,
+    make_tradovate_under_test,
+)
+
+
+def buy(coid: str, qty: float = 1, **kw: object) -> OrderRequest:
+    return OrderRequest(client_order_id=coid, symbol="MESZ6", side=Side.BUY, qty=qty, **kw)
+
+
+def paths(fake, suffix: str) -> int:
+    return sum(1 for r in fake.requests if r.path.endswith(suffix))
+
+
+@pytest.fixture
+def tv():
+    with make_tradovate_under_test() as pair:
+        yield pair
+
+
+# ----------------------------------------------------------------------------- session
+
+
+def test_is_a_broker_and_logs_in_with_the_documented_body(tv) -> None:
+    broker, fake = tv
+    assert isinstance(broker, Broker)
+    assert broker.account().account_id == "DEMO700123"
+    (login,) = fake.bodies("/auth/accesstokenrequest")
+    assert set(login) == {"name", "password", "appId", "appVersion", "cid", "sec"}
+    assert login["cid"] == 8
+    later = [r for r in fake.requests if not r.path.startswith("/v1/auth/")]
+    assert later and all(r.headers["authorization"].startswith("Bearer ") for r in later)
+
+
+def test_device_id_is_sent_when_configured() -> None:
+    with make_tradovate_under_test(device_id="dev-123") as (broker, fake):
+        broker.positions()
+        assert fake.bodies("/auth/accesstokenrequest")[0]["deviceId"] == "dev-123"
+
+
+def test_failed_login_is_session_expired_with_the_servers_text_and_no_secret() -> None:
+    with (make_tradovate_under_test(password="wrong-password-123") as (broker, _fake),
+          pytest.raises(SessionExpired) as info):
+        broker.account()
+    err = info.value
+    assert err.reason == BAD_LOGIN_TEXT
+    assert BAD_LOGIN_TEXT in str(err)
+    blob = f"{err} {err.args} {err.reason} {broker!r}"
+    assert "wrong-password-123" not in blob and FAKE_SEC not in blob
+
+
+def test_token_is_renewed_before_expiration_time_without_a_new_login(tv) -> None:
+    broker, fake = tv
+    broker.positions()
+    fake.clock.advance(75 * 60)  # 80-minute tokens; renewal window is the last 10 minutes
+    broker.positions()
+    assert paths(fake, "/auth/renewaccesstoken") == 1
+    assert paths(fake, "/auth/accesstokenrequest") == 1
+
+
+def test_token_past_expiration_logs_in_again(tv) -> None:
+    broker, fake = tv
+    broker.positions()
+    fake.clock.advance(81 * 60)
+    assert broker.positions() == []
+    assert paths(fake, "/auth/accesstokenrequest") == 2
+
+
+def test_401_renews_once_and_the_call_succeeds(tv) -> None:
+    broker, fake = tv
+    broker.positions()
+    fake.fault_expire_session()  # server forgets every token: renewal fails too
+    assert broker.account().cash == 50_000.0
+    assert paths(fake, "/auth/accesstokenrequest") == 2
+    assert sum(1 for r in fake.requests if r.path.endswith("/getcashbalancesnapshot")) == 2
+
+
+def test_401_on_an_order_post_rechecks_then_places_exactly_once(tv) -> None:
+    broker, fake = tv
+    broker.positions()
+    fake.fault_expire_session()
+    order = broker.submit_order(buy("sess-1"))
+    assert order.status is OrderStatus.FILLED
+    assert fake.order_count("sess-1") == 1
+
+
+# ----------------------------------------------------------------------------- orders
+
+
+def test_order_body_uses_contract_name_action_int_qty_clordid_and_is_automated(tv) -> None:
+    broker, fake = tv
+    order = broker.submit_order(buy("ord-1", qty=2))
+    (body,) = fake.bodies("/order/placeorder")
+    assert body["symbol"] == "MESZ6" and body["action"] == "Buy"
+    assert body["orderQty"] == 2 and isinstance(body["orderQty"], int)
+    assert body["clOrdId"] == "ord-1" and body["isAutomated"] is True
+    assert body["orderType"] == "Market" and body["accountSpec"] == "DEMO700123"
+    assert order.client_order_id == "ord-1" and order.side is Side.BUY
+    assert order.filled_qty == 2 and order.filled_avg_price == pytest.approx(5850.25)
+
+
+def test_resubmitting_a_client_order_id_places_nothing_new(tv) -> None:
+    broker, fake = tv
+    first = broker.submit_order(buy("dup-1"))
+    again = broker.submit_order(buy("dup-1"))
+    # a fresh broker object (a rerun in a new process) finds it through /command/list
+    fresh = make_broker(fake)
+    third = fresh.submit_order(buy("dup-1"))
+    assert first.broker_order_id == again.broker_order_id == third.broker_order_id
+    assert fake.order_posts() == 1 and fake.order_count("dup-1") == 1
+    fresh.close()
+
+
+def test_bracket_goes_out_as_oso_and_the_take_profit_closes_the_position(tv) -> None:
+    broker, fake = tv
+    broker.submit_order(buy("br-1", take_profit=5870.0, stop_loss=5840.0))
+    (body,) = fake.bodies("/order/placeoso")
+    assert body["bracket1"]["action"] == "Sell" and body["bracket1"]["orderType"] == "Limit"
+    assert body["bracket1"]["price"] == 5870.0
+    assert body["bracket2"]["orderType"] == "Stop" and body["bracket2"]["stopPrice"] == 5840.0
+    assert [p.qty for p in broker.positions()] == [1.0]
+    fake.set_price("MESZ6", 5871.0)
+    assert broker.positions() == []
+    assert broker.account().cash == pytest.approx(50_000 + (5870.0 - 5850.25) * 5)
+    stop = broker.get_order("br-1-sl")
+    assert stop is not None and stop.status is OrderStatus.CANCELED
+
+
+def test_timeout_after_accept_finds_the_order_and_never_resends(tv) -> None:
+    broker, fake = tv
+    fake.fault_timeout_after_accept()
+    order = broker.submit_order(buy("slow-1"))
+    assert order.client_order_id == "slow-1" and order.status is OrderStatus.FILLED
+    assert fake.order_posts() == 1 and fake.order_count("slow-1") == 1
+
+
+def test_server_error_before_accepting_is_ambiguous_and_not_resent(tv) -> None:
+    broker, fake = tv
+    fake.fault_server_error()
+    with pytest.raises(AmbiguousOrderError):
+        broker.submit_order(buy("five-1"))
+    assert fake.order_posts() == 1 and fake.order_count("five-1") == 0
+    # resolving later with the same id looks first, then places it once
+    assert broker.submit_order(buy("five-1")).status is OrderStatus.FILLED
+    assert fake.order_count("five-1") == 1
+
+
+def test_server_error_after_accepting_returns_the_order(tv) -> None:
+    broker, fake = tv
+    fake.fault_server_error(accepted=True)
+    assert broker.submit_order(buy("five-2")).broker_order_id
+    assert fake.order_posts() == 1 and fake.order_count("five-2") == 1
+
+
+def test_failure_reason_inside_http_200_is_a_typed_reject(tv) -> None:
+    broker, fake = tv
+    fake.fault_reject_next("MaxPosLimitReached")
+    with pytest.raises(OrderRejected) as info:
+        broker.submit_order(buy("rej-1"))
+    assert "MaxPosLimitReached" in info.value.reason
+    fake.fault_reject_next("Insufficient margin")
+    with pytest.raises(OrderRejected) as info:
+        broker.submit_order(buy("rej-2"))
+    assert info.value.reason == "UnknownReason: Insufficient margin"
+    assert broker.positions() == []
+
+
+def test_unknown_contract_is_rejected_with_invalid_contract(tv) -> None:
+    broker, _ = tv
+    with pytest.raises(OrderRejected) as info:
+        broker.submit_order(OrderRequest("bad-1", "NOPEZ9", Side.BUY, 1))
+    assert "InvalidContract" in info.value.reason
+
+
+def test_fractional_contracts_are_refused_before_any_post(tv) -> None:
+    broker, fake = tv
+    with pytest.raises(OrderRejected):
+        broker.submit_order(buy("frac-1", qty=1.5))
+    assert fake.order_posts() == 0
+
+
+def test_limit_order_works_and_can_be_cancelled(tv) -> None:
+    broker, fake = tv
+    order = broker.submit_order(buy("lim-1", order_type="limit", limit_price=5800.0))
+    assert order.status is OrderStatus.ACCEPTED
+    assert fake.bodies("/order/placeorder")[0]["price"] == 5800.0
+    cancelled = broker.cancel_order("lim-1")
+    assert cancelled is not None and cancelled.status is OrderStatus.CANCELED
+    assert broker.cancel_order("never-sent") is None
+
+
+# ----------------------------------------------------------------------------- positions
+
+
+def test_positions_are_signed_and_flat_ones_are_skipped(tv) -> None:
+    broker, fake = tv
+    broker.submit_order(OrderRequest("s-1", "MNQZ6", Side.SELL, 3))
+    broker.submit_order(buy("l-1"))
+    broker.close_position("MESZ6", "close-l-1")
+    # Tradovate keeps the flat MESZ6 row with netPos 0; we do not report it
+    assert any(p["netPos"] == 0 for p in fake.positions.values())
+    (short,) = broker.positions()
+    assert short.symbol == "MNQZ6" and short.qty == -3.0
+    assert short.avg_entry_price == pytest.approx(20450.5)
+
+
+def test_close_liquidates_once_and_is_idempotent(tv) -> None:
+    broker, fake = tv
+    broker.submit_order(buy("o-1", qty=2))
+    closed = broker.close_position("MESZ6", "c-1")
+    assert closed is not None and closed.side is Side.SELL and closed.filled_qty == 2
+    assert fake.bodies("/order/liquidateposition")[0]["isAutomated"] is True
+    assert broker.close_position("MESZ6", "c-1").broker_order_id == closed.broker_order_id
+    assert broker.close_position("MESZ6", "c-2") is None  # already flat: nothing sent
+    assert paths(fake, "/order/liquidateposition") == 1 and fake.net_pos("MESZ6") == 0
+
+
+def test_close_after_a_timeout_finds_the_liquidation(tv) -> None:
+    broker, fake = tv
+    broker.submit_order(buy("o-2"))
+    fake.fault_timeout_after_accept()
+    closed = broker.close_position("MESZ6", "c-3")
+    assert closed is not None and closed.status is OrderStatus.FILLED
+    assert paths(fake, "/order/liquidateposition") == 1 and broker.positions() == []
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def test_penalty_ticket_is_waited_out_and_resent_with_the_ticket(tv) -> None:
+    broker, fake = tv
+    broker.positions()
+    fake.fault_rate_limit(times=1, p_time=4, path="placeorder")
+    order = broker.submit_order(buy("pen-1"))
+    assert order.status is OrderStatus.FILLED
+    assert 4.0 in fake.clock.sleeps
+    assert fake.hammered == 0
+    placed = fake.bodies("/order/placeorder")
+    assert placed[-1].get("p-ticket") and fake.order_count("pen-1") == 1
+
+
+def test_long_penalty_is_raised_not_slept(tv) -> None:
+    broker, fake = tv
+    broker.positions()
+    fake.fault_rate_limit(times=1, p_time=600)
+    with pytest.raises(RateLimited) as info:
+        broker.positions()
+    assert info.value.retry_after == 600
+
+
+def test_captcha_on_login_is_rate_limited_with_a_clear_message(tv) -> None:
+    broker, fake = tv
+    fake.fault_captcha()
+    with pytest.raises(RateLimited) as info:
+        broker.account()
+    assert "captcha" in str(info.value) and info.value.retry_after >= 3000
+
+
+@pytest.mark.parametrize("status", [423, 429])
+def test_lockout_is_rate_limited_and_the_client_stops_calling(tv, status: int) -> None:
+    broker, fake = tv
+    broker.positions()
+    fake.fault_lockout(status)
+    with pytest.raises(RateLimited):
+        broker.positions()
+    before = len(fake.requests)
+    with pytest.raises(RateLimited):
+        broker.submit_order(buy("locked-1"))
+    assert len(fake.requests) == before and fake.hammered == 0
+    fake.clock.advance(3601)
+    assert broker.submit_order(buy("locked-1")).status is OrderStatus.FILLED
+
+
+def test_client_side_limiter_paces_calls(tv) -> None:
+    _, fake = tv
+    limiter = RateLimiter(3, 60.0, clock=lambda: fake.clock.now().timestamp(),
+                          sleep=fake.clock.sleep)
+    broker = make_broker(fake, rate_limiter=limiter)
+    for _ in range(3):
+        broker.positions()  # login is paced separately; 3 positions + 1 account/list
+    assert limiter.waited > 0 and any(s > 0 for s in fake.clock.sleeps)
+    broker.close()
+
+
+def test_error_text_inside_http_200_is_a_broker_error(tv) -> None:
+    broker, fake = tv
+    broker.positions()
+    fake.fault_error_text("Access is denied", path="getcashbalancesnapshot")
+    with pytest.raises(BrokerError, match="Access is denied"):
+        broker.account()
+
+
+def test_live_environment_points_at_live_and_says_so() -> None:
+    broker = TradovateBroker("u", FAKE_PASSWORD, "a", "1", 1, FAKE_SEC, environment="live")
+    assert broker.is_live and broker.base_url == "https://live.tradovateapi.com/v1"
+    assert FAKE_PASSWORD not in repr(broker) and FAKE_SEC not in repr(broker)
+    assert not TradovateBroker("u", "p", "a", "1", 1, "s").is_live
+    with pytest.raises(ValueError):
+        TradovateBroker("u", "p", "a", "1", 1, "s", environment="prod")
+
+
+def test_renewal_window_is_configurable(tv) -> None:
+    _, fake = tv
+    broker = make_broker(fake, renew_before=timedelta(minutes=30))
+    broker.positions()
+    fake.clock.advance(55 * 60)
+    broker.positions()
+    assert paths(fake, "/auth/renewaccesstoken") == 1
+    broker.close()
