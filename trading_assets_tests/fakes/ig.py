@@ -1,0 +1,589 @@
+"""A loopback fake of IG's REST gateway, faithful to what trading-ig 0.0.25 sends and parses.
+
+Speaks the wire format in `shared/reference/broker-wire-spec.md` section 1: v2 sessions with
+CST / X-SECURITY-TOKEN headers, `POST /positions/otc` (v2, with the optional `dealReference`),
+DELETE tunnelled as POST + `_method: DELETE`, `GET /confirms/{ref}`, `GET /positions` (v2),
+`GET /accounts`, `GET /prices/{epic}` (v3, paged, with the weekly historical allowance).
+
+State: tokens, deals (positions and confirmations, keyed by dealReference), balance, prices.
+Like IG, the fake does NOT refuse a reused dealReference: it opens a second deal. That is the
+worst case a client must survive, so idempotency has to come from the client's own lookup,
+and `order_count()` shows whether it did.
+
+Every scripted fault changes what goes over the wire:
+
+    fault_expire_session()         tokens revoked: next call gets 401 client-token-invalid
+    fault_rate_limit(times)        403 error.public-api.exceeded-account(-trading)-allowance
+    fault_timeout_after_accept()   the deal is stored, the answer comes after the client gave up
+    fault_reject_next(reason)      HTTP 200 + confirmation dealStatus REJECTED
+    fault_server_error(accept)     500 on the next order POST (deal stored or not)
+    fault_non_json(accept)         200 with an HTML body on the next order POST
+    fault_confirm_lag(times)       GET /confirms answers 404 deal-not-found a few times
+    fault_historical_allowance()   403 exceeded-account-historical-data-allowance
+    page_size / allowance          pagination and the weekly allowance of /prices
+
+Historical bars are deterministic (see `bar_for`), so tests can compute what to expect.
+`from`/`to` are read as UK local time, like `snapshotTime`; `snapshotTimeUTC` is UTC.
+Stop/limit distances are in price units (IG quotes points; the fake uses scalingFactor 1).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from trading_assets_tests.fakes.base import FakeServer, Request, Response, route
+
+LONDON = ZoneInfo("Europe/London")
+PREFIX = "/gateway/deal"
+
+RESOLUTION_SECONDS = {
+    "SECOND": 1, "MINUTE": 60, "MINUTE_2": 120, "MINUTE_3": 180, "MINUTE_5": 300,
+    "MINUTE_10": 600, "MINUTE_15": 900, "MINUTE_30": 1800, "HOUR": 3600, "HOUR_2": 7200,
+    "HOUR_3": 10800, "HOUR_4": 14400, "DAY": 86400, "WEEK": 7 * 86400,
+}
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
+_EXPIRY_RE = re.compile(r"-|DFB|[A-Z]{3}-\d{2}")
+_REF_RE = re.compile(r"[A-Za-z0-9_-]{1,30}")
+
+
+def _err(status: int, code: str) -> Response:
+    return Response(status, {"errorCode": code})
+
+
+@dataclass
+class FakeDeal:
+    """One open position (a deal) as IG keeps it."""
+
+    deal_id: str
+    deal_reference: str
+    epic: str
+    expiry: str
+    direction: str  # BUY | SELL
+    size: float
+    level: float
+    currency: str
+    created: datetime
+    limit_level: float | None = None
+    stop_level: float | None = None
+
+
+@dataclass
+class FakeIGState:
+    deals: list[FakeDeal] = field(default_factory=list)  # open positions, oldest first
+    confirms: dict[str, dict[str, Any]] = field(default_factory=dict)  # by dealReference
+    opened: list[tuple[str, str]] = field(default_factory=list)  # (dealReference, dealId)
+
+
+class FakeIG(FakeServer):
+    """IG REST gateway on 127.0.0.1 (base URL: `fake.base_url`)."""
+
+    def __init__(
+        self,
+        username: str = "ig-user",
+        password: str = "ig-pass",
+        api_key: str = "ig-api-key",
+        account_id: str = "ABC123",
+        currency: str = "GBP",
+        balance: float = 10_000.0,
+        margin_factor: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.username, self.password, self.api_key = username, password, api_key
+        self.account_id, self.currency = account_id, currency
+        self.balance = balance
+        self.margin_factor = margin_factor
+        self.state = FakeIGState()
+        self.prices: dict[str, tuple[float, float]] = {}  # epic -> (bid, offer)
+        self.unknown_epics: set[str] = set()
+        self.tokens: set[tuple[str, str]] = set()  # valid (CST, X-SECURITY-TOKEN)
+        self.logins = 0
+        self.slow_delay = 1.5  # seconds an answer takes under fault_timeout_after_accept
+        self.lightstreamer_endpoint = "http://127.0.0.1:1"
+        # /prices paging and weekly allowance
+        self.total_allowance = 10_000
+        self.remaining_allowance = 10_000
+        self.allowance_expiry = 3 * 86_400  # seconds until the weekly allowance resets
+        self.include_snapshot_utc = True
+        self.now = lambda: datetime.now(UTC)
+        self._ids = itertools.count(1)
+
+    def stop(self) -> None:
+        """Stop without blocking: `shutdown()` waits up to serve_forever's 0.5 s poll,
+        which across a suite of small tests adds up. The port is private to this fake."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            threading.Thread(target=lambda: (httpd.shutdown(), httpd.server_close()),
+                             daemon=True).start()
+
+    # ------------------------------------------------------------------ test helpers
+    @property
+    def base_url(self) -> str:
+        return self.url + PREFIX
+
+    def set_price(self, symbol: str, price: float, spread: float = 0.0) -> None:
+        """Quote `symbol` (an epic) at mid `price`; bid/offer straddle it by `spread`."""
+        with self.lock:
+            self.prices[symbol] = (price - spread / 2, price + spread / 2)
+
+    def order_count(self, client_order_id: str | None = None) -> int:
+        """Deals the fake actually accepted (opening or closing), optionally for one
+        dealReference: two for one id means the client placed a duplicate."""
+        with self.lock:
+            return sum(
+                1 for ref, _ in self.state.opened
+                if client_order_id is None or ref == client_order_id
+            )
+
+    def fault_expire_session(self) -> None:
+        """Revoke every token, as IG does at weekend maintenance or after 12 h idle."""
+        with self.lock:
+            self.tokens.clear()
+
+    def fault_rate_limit(self, times: int = 1,
+                         code: str = "error.public-api.exceeded-account-allowance") -> None:
+        """The next `times` authenticated requests get 403 with an allowance errorCode."""
+        self.faults.add("rate_limit", times=times, code=code)
+
+    def fault_timeout_after_accept(self) -> None:
+        """Accept and store the next deal, then answer after `slow_delay` seconds."""
+        self.faults.add("timeout_after_accept", path=r"/positions/otc$", method="POST")
+
+    def fault_reject_next(self, reason: str = "INSUFFICIENT_FUNDS") -> None:
+        """The next deal is REJECTED with `reason`, inside an HTTP 200 confirmation."""
+        self.faults.add("reject", path=r"/positions/otc$", method="POST", reason=reason)
+
+    def fault_server_error(self, accept: bool = False, times: int = 1) -> None:
+        """The next order POST answers 500; with `accept` the deal was stored anyway."""
+        self.faults.add("server_error", path=r"/positions/otc$", method="POST",
+                        times=times, accept=accept)
+
+    def fault_non_json(self, accept: bool = True) -> None:
+        """The next order POST answers 200 with an HTML page instead of JSON."""
+        self.faults.add("non_json", path=r"/positions/otc$", method="POST", accept=accept)
+
+    def fault_confirm_lag(self, times: int = 1) -> None:
+        """GET /confirms answers 404 deal-not-found `times` times (confirmation not ready)."""
+        self.faults.add("confirm_lag", path=r"/confirms/", method="GET", times=times)
+
+    def fault_historical_allowance(self) -> None:
+        """Use up the weekly historical-price allowance."""
+        with self.lock:
+            self.remaining_allowance = 0
+
+    # ------------------------------------------------------------------ dispatch
+    def method_of(self, req: Request) -> str:
+        if req.method == "POST" and req.headers.get("_method", "").upper() == "DELETE":
+            return "DELETE"
+        return req.method
+
+    def dispatch(self, req: Request) -> Response:
+        if req.headers.get("x-ig-api-key") != self.api_key:
+            with self.lock:
+                self.requests.append(req)
+            return _err(403, "error.security.api-key-invalid")
+        path = req.path
+        if not path.startswith(PREFIX):
+            return super().dispatch(req)
+        is_login = path == PREFIX + "/session" and req.method == "POST" and \
+            self.method_of(req) == "POST"
+        if not is_login and path != PREFIX + "/session/encryptionKey":
+            pair = (req.headers.get("cst", ""), req.headers.get("x-security-token", ""))
+            with self.lock:
+                valid = pair in self.tokens
+            if not valid:
+                with self.lock:
+                    self.requests.append(req)
+                return _err(401, "error.security.client-token-invalid")
+            fault = self.faults.take(req, kinds=("rate_limit",))
+            if fault is not None:
+                with self.lock:
+                    self.requests.append(req)
+                code = fault.params["code"]
+                if req.method == "POST" and path.endswith("/positions/otc") and \
+                        code == "error.public-api.exceeded-account-allowance":
+                    code = "error.public-api.exceeded-account-trading-allowance"
+                return _err(403, code)
+        return super().dispatch(req)
+
+    # ------------------------------------------------------------------ session
+    def _session_body(self) -> dict[str, Any]:
+        return {
+            "accountType": "CFD",
+            "accountInfo": self._balance(),
+            "currencyIsoCode": self.currency,
+            "currencySymbol": "£",
+            "currentAccountId": self.account_id,
+            "lightstreamerEndpoint": self.lightstreamer_endpoint,
+            "accounts": [{"accountId": self.account_id, "accountName": "CFD",
+                          "preferred": True, "accountType": "CFD"}],
+            "clientId": "100000001",
+            "timezoneOffset": 0,
+            "hasActiveDemoAccounts": True,
+            "hasActiveLiveAccounts": False,
+            "trailingStopsEnabled": False,
+            "reroutingEnvironment": None,
+            "dealingEnabled": True,
+        }
+
+    @route("POST", PREFIX + "/session")
+    def create_session(self, req: Request) -> Response:
+        body = req.json() or {}
+        if body.get("identifier") != self.username or body.get("password") != self.password:
+            return _err(401, "error.security.invalid-details")
+        if req.headers.get("version") not in ("2", None):
+            return _err(400, "fake: only v2 sessions are implemented")
+        with self.lock:
+            n = next(self._ids)
+            tokens = (f"cst-{n}", f"xst-{n}")
+            self.tokens.add(tokens)
+            self.logins += 1
+        return Response(200, self._session_body(),
+                        headers={"CST": tokens[0], "X-SECURITY-TOKEN": tokens[1]})
+
+    @route("GET", PREFIX + "/session")
+    def read_session(self, req: Request) -> Response:
+        return Response(200, {"clientId": "100000001", "accountId": self.account_id,
+                              "timezoneOffset": 0, "locale": "en_GB",
+                              "currency": self.currency,
+                              "lightstreamerEndpoint": self.lightstreamer_endpoint})
+
+    @route("DELETE", PREFIX + "/session")
+    def logout(self, req: Request) -> Response:
+        with self.lock:
+            pair = (req.headers.get("cst", ""), req.headers.get("x-security-token", ""))
+            self.tokens.discard(pair)
+        return Response(204, None)
+
+    # ------------------------------------------------------------------ account
+    def _pnl(self) -> float:
+        total = 0.0
+        for d in self.state.deals:
+            bid, offer = self.prices.get(d.epic, (d.level, d.level))
+            move = bid - d.level if d.direction == "BUY" else d.level - offer
+            total += move * d.size
+        return total
+
+    def _margin(self) -> float:
+        return sum(d.size * d.level * self.margin_factor for d in self.state.deals)
+
+    def _balance(self) -> dict[str, float]:
+        with self.lock:
+            pnl = self._pnl()
+            return {"balance": self.balance, "deposit": self._margin(), "profitLoss": pnl,
+                    "available": self.balance + pnl - self._margin()}
+
+    @route("GET", PREFIX + "/accounts")
+    def accounts(self, req: Request) -> Response:
+        return Response(200, {"accounts": [{
+            "accountId": self.account_id, "accountName": "CFD", "accountAlias": None,
+            "status": "ENABLED", "accountType": "CFD", "preferred": True,
+            "balance": self._balance(), "currency": self.currency,
+            "canTransferFrom": True, "canTransferTo": True,
+        }]})
+
+    # ------------------------------------------------------------------ positions
+    def _position_json(self, d: FakeDeal) -> dict[str, Any]:
+        bid, offer = self.prices.get(d.epic, (d.level, d.level))
+        local = d.created.astimezone(LONDON)
+        return {
+            "position": {
+                "contractSize": 1.0,
+                "createdDate": local.strftime("%Y/%m/%d %H:%M:%S:000"),
+                "createdDateUTC": d.created.strftime("%Y-%m-%dT%H:%M:%S"),
+                "dealId": d.deal_id, "dealReference": d.deal_reference, "size": d.size,
+                "direction": d.direction, "limitLevel": d.limit_level, "level": d.level,
+                "currency": d.currency, "controlledRisk": False, "stopLevel": d.stop_level,
+                "trailingStep": None, "trailingStopDistance": None, "limitedRiskPremium": None,
+            },
+            "market": {
+                "instrumentName": d.epic, "expiry": d.expiry, "epic": d.epic,
+                "instrumentType": "CURRENCIES", "lotSize": 1.0, "high": offer, "low": bid,
+                "percentageChange": 0.0, "netChange": 0.0, "bid": bid, "offer": offer,
+                "updateTime": local.strftime("%H:%M:%S"),
+                "updateTimeUTC": d.created.strftime("%H:%M:%S"), "delayTime": 0,
+                "streamingPricesAvailable": True, "marketStatus": "TRADEABLE",
+                "scalingFactor": 1,
+            },
+        }
+
+    @route("GET", PREFIX + "/positions")
+    def positions(self, req: Request) -> Response:
+        with self.lock:
+            return Response(200, {"positions": [self._position_json(d) for d in self.state.deals]})
+
+    @route("GET", PREFIX + "/confirms/(?P<ref>[^/]+)")
+    def confirm(self, req: Request, ref: str) -> Response:
+        if self.faults.take(req, kinds=("confirm_lag",)) is not None:
+            return _err(404, "error.confirms.deal-not-found")
+        with self.lock:
+            conf = self.state.confirms.get(ref)
+        if conf is None:
+            return _err(404, "error.confirms.deal-not-found")
+        return Response(200, conf)
+
+    def _validate_open(self, body: dict[str, Any]) -> str | None:
+        """IG's request validation for POST /positions/otc (v2): the errorCode, or None."""
+        if not _CURRENCY_RE.fullmatch(str(body.get("currencyCode") or "")):
+            return "validation.pattern.invalid.createPositionRequest.currencyCode"
+        if not _EXPIRY_RE.fullmatch(str(body.get("expiry") or "")):
+            return "validation.pattern.invalid.createPositionRequest.expiry"
+        if body.get("direction") not in ("BUY", "SELL"):
+            return "validation.null-not-allowed.request.direction"
+        order_type = body.get("orderType")
+        if order_type not in ("MARKET", "LIMIT", "QUOTE"):
+            return "validation.null-not-allowed.request.orderType"
+        if order_type == "MARKET" and (body.get("level") is not None or body.get("quoteId")):
+            return "error.service.create.position.market.level-or-quote-set"
+        if order_type == "LIMIT" and body.get("level") is None:
+            return "error.service.create.position.limit.level-missing"
+        if body.get("limitLevel") is not None and body.get("limitDistance") is not None:
+            return "error.service.create.position.limit.level-and-distance"
+        if body.get("stopLevel") is not None and body.get("stopDistance") is not None:
+            return "error.service.create.position.stop.level-and-distance"
+        attached = any(body.get(k) is not None for k in
+                       ("limitLevel", "limitDistance", "stopLevel", "stopDistance"))
+        if attached and body.get("forceOpen") is not True:
+            return "error.service.create.position.force-open-required"
+        tif = body.get("timeInForce")
+        if tif is not None and tif not in ("EXECUTE_AND_ELIMINATE", "FILL_OR_KILL"):
+            return "validation.invalid.timeInForce"
+        size = body.get("size")
+        if not isinstance(size, (int, float)) or size <= 0:
+            return "validation.null-not-allowed.request.size"
+        ref = body.get("dealReference")
+        if ref is not None and not _REF_RE.fullmatch(str(ref)):
+            return "validation.pattern.invalid.createPositionRequest.dealReference"
+        return None
+
+    @route("POST", PREFIX + "/positions/otc")
+    def open_position(self, req: Request) -> Response:
+        try:
+            body = req.json()
+        except ValueError:
+            return _err(400, "validation.invalid.json")
+        if req.headers.get("version") != "2":
+            return _err(400, "fake: POST /positions/otc expects VERSION 2")
+        problem = self._validate_open(body)
+        if problem:
+            return _err(400, problem)
+        epic = body["epic"]
+        if epic in self.unknown_epics or epic not in self.prices:
+            return _err(404, "error.service.marketdata.instrument.epic.unavailable")
+        for kind in ("server_error", "non_json"):
+            fault = self.faults.take(req, kinds=(kind,))
+            if fault is not None:
+                if fault.params.get("accept"):
+                    self._deal(body, None)
+                if kind == "server_error":
+                    return Response(500, "<html><body>Internal Server Error</body></html>")
+                return Response(200, "<html><body>Service temporarily unavailable</body></html>")
+        reject = self.faults.take(req, kinds=("reject",))
+        ref = self._deal(body, reject.params["reason"] if reject else None)
+        slow = self.faults.take(req, kinds=("timeout_after_accept",))
+        return Response(200, {"dealReference": ref}, delay=self.slow_delay if slow else 0.0)
+
+    def _deal(self, body: dict[str, Any], reject_reason: str | None) -> str:
+        """Execute (or reject) a deal at the current quote; store its confirmation."""
+        with self.lock:
+            n = next(self._ids)
+            ref = body.get("dealReference") or f"REF{n:08d}"
+            deal_id = f"DIAAAA{n:08d}"
+            now = self.now()
+            bid, offer = self.prices[body["epic"]]
+            direction, size = body["direction"], float(body["size"])
+            level = offer if direction == "BUY" else bid
+            conf: dict[str, Any] = {
+                "date": now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
+                "status": None, "reason": "SUCCESS", "dealStatus": "ACCEPTED",
+                "epic": body["epic"], "expiry": body["expiry"], "dealReference": ref,
+                "dealId": deal_id, "affectedDeals": [], "level": level, "size": size,
+                "direction": direction, "stopLevel": body.get("stopLevel"),
+                "limitLevel": body.get("limitLevel"),
+                "stopDistance": body.get("stopDistance"),
+                "limitDistance": body.get("limitDistance"),
+                "guaranteedStop": bool(body.get("guaranteedStop")),
+                "trailingStop": bool(body.get("trailingStop")),
+                "profit": None, "profitCurrency": None,
+            }
+            if body.get("orderType") == "LIMIT":
+                limit = float(body["level"])
+                worse = level > limit if direction == "BUY" else level < limit
+                if worse:
+                    reject_reason = reject_reason or "LEVEL_TOLERANCE_ERROR"
+            if reject_reason is None:
+                cost = size * level * self.margin_factor
+                if cost > self.balance + self._pnl() - self._margin():
+                    reject_reason = "INSUFFICIENT_FUNDS"
+            if reject_reason is not None:
+                conf.update(dealStatus="REJECTED", reason=reject_reason, status=None,
+                            dealId=deal_id, level=None, profit=None)
+                self.state.confirms[ref] = conf
+                return ref
+            self.state.opened.append((ref, deal_id))
+            remaining = size
+            profit = 0.0
+            closed_any = False
+            if not body.get("forceOpen"):  # net against opposite deals, oldest first
+                for deal in list(self.state.deals):
+                    if remaining <= 1e-12:
+                        break
+                    if deal.epic != body["epic"] or deal.direction == direction:
+                        continue
+                    take = min(deal.size, remaining)
+                    closed_any = True
+                    sign = 1 if deal.direction == "BUY" else -1
+                    profit += sign * (level - deal.level) * take
+                    remaining -= take
+                    deal.size -= take
+                    status = "PARTIALLY_CLOSED"
+                    if deal.size <= 1e-12:
+                        self.state.deals.remove(deal)
+                        status = "FULLY_CLOSED"
+                    conf["affectedDeals"].append({"dealId": deal.deal_id, "status": status})
+            if remaining > 1e-12:
+                stop, limit = body.get("stopLevel"), body.get("limitLevel")
+                sign = 1 if direction == "BUY" else -1
+                if body.get("stopDistance") is not None:
+                    stop = level - sign * float(body["stopDistance"])
+                if body.get("limitDistance") is not None:
+                    limit = level + sign * float(body["limitDistance"])
+                self.state.deals.append(FakeDeal(
+                    deal_id=deal_id, deal_reference=ref, epic=body["epic"], expiry=body["expiry"],
+                    direction=direction, size=remaining, level=level,
+                    currency=body["currencyCode"], created=now, limit_level=limit, stop_level=stop,
+                ))
+                conf["affectedDeals"].append({"dealId": deal_id, "status": "OPENED"})
+                conf.update(status="OPEN", stopLevel=stop, limitLevel=limit)
+            else:
+                conf["status"] = "CLOSED"
+            if closed_any:
+                self.balance += profit
+                conf.update(profit=round(profit, 10), profitCurrency=self.currency)
+            self.state.confirms[ref] = conf
+            return ref
+
+    @route("DELETE", PREFIX + "/positions/otc")
+    def close_position(self, req: Request) -> Response:
+        body = req.json() or {}
+        if (body.get("dealId") is None) == (body.get("epic") is None):
+            return _err(400, "error.service.close.position.deal-id-or-epic")
+        with self.lock:
+            deal = next((d for d in self.state.deals
+                         if d.deal_id == body.get("dealId")
+                         or (body.get("epic") and d.epic == body["epic"])), None)
+        if deal is None:
+            return _err(404, "error.service.marketdata.position.notional.details.null")
+        if body.get("direction") == deal.direction:
+            return _err(400, "error.service.close.position.direction-must-oppose")
+        close = {"currencyCode": deal.currency, "direction": body["direction"],
+                 "epic": deal.epic, "expiry": deal.expiry, "forceOpen": False,
+                 "orderType": "MARKET", "size": min(float(body.get("size") or deal.size),
+                                                    deal.size)}
+        return Response(200, {"dealReference": self._deal(close, None)})
+
+    # ------------------------------------------------------------------ prices
+    @staticmethod
+    def bar_for(epic: str, start_utc: datetime, resolution_seconds: int) -> dict[str, float]:
+        """The deterministic mid OHLC of the bar starting at `start_utc` (spread 0.0002)."""
+        k = int(start_utc.timestamp()) // resolution_seconds
+        base = 1.0 + (sum(map(ord, epic)) % 7) * 0.1
+        o = base + (k % 50) * 0.001
+        c = o + (0.0005 if k % 2 else -0.0005)
+        return {"open": o, "high": max(o, c) + 0.0003, "low": min(o, c) - 0.0003, "close": c}
+
+    def _price_row(self, epic: str, start_utc: datetime, res: int) -> dict[str, Any]:
+        mid = self.bar_for(epic, start_utc, res)
+        half = 0.0001
+
+        def leg(v: float) -> dict[str, Any]:
+            return {"bid": round(v - half, 6), "ask": round(v + half, 6), "lastTraded": None}
+
+        row: dict[str, Any] = {
+            "snapshotTime": start_utc.astimezone(LONDON).strftime("%Y/%m/%d %H:%M:%S"),
+            "openPrice": leg(mid["open"]), "closePrice": leg(mid["close"]),
+            "highPrice": leg(mid["high"]), "lowPrice": leg(mid["low"]),
+            "lastTradedVolume": 100 + (int(start_utc.timestamp()) // res) % 10,
+        }
+        if self.include_snapshot_utc:
+            row["snapshotTimeUTC"] = start_utc.strftime("%Y-%m-%dT%H:%M:%S")
+        return row
+
+    @staticmethod
+    def _parse_local(text: str) -> datetime:
+        naive = datetime.fromisoformat(text.replace("/", "-").replace(" ", "T"))
+        return naive.replace(tzinfo=LONDON).astimezone(UTC)
+
+    @route("GET", PREFIX + "/prices/(?P<epic>[^/]+)")
+    def prices_v3(self, req: Request, epic: str) -> Response:
+        if req.headers.get("version") != "3":
+            return _err(400, "fake: GET /prices/{epic} expects VERSION 3")
+        if epic in self.unknown_epics:
+            return _err(404, "error.service.marketdata.instrument.epic.unavailable")
+        q = req.query
+        resolution = q.get("resolution", "MINUTE")
+        if resolution not in RESOLUTION_SECONDS:
+            return _err(400, "validation.invalid.resolution")
+        res = RESOLUTION_SECONDS[resolution]
+        if "from" in q:
+            start = self._parse_local(q["from"])
+            end = self._parse_local(q["to"]) if "to" in q else self.now()
+        else:
+            end = self.now()
+            start = end - timedelta(seconds=res * int(q.get("max", 10)))
+        first = math.ceil(start.timestamp() / res) * res
+        stamps = [datetime.fromtimestamp(t, UTC)
+                  for t in range(first, int(end.timestamp()) + 1, res)]
+        if "max" in q:
+            stamps = stamps[-int(q["max"]):]
+        page_size = int(q.get("pageSize", 20))
+        page_number = int(q.get("pageNumber", 1))
+        if page_size <= 0:
+            pages, chunk = (1 if stamps else 0), stamps
+        else:
+            pages = math.ceil(len(stamps) / page_size)
+            chunk = stamps[(page_number - 1) * page_size: page_number * page_size]
+        with self.lock:
+            if len(chunk) > self.remaining_allowance or self.remaining_allowance <= 0:
+                return _err(403, "error.public-api.exceeded-account-historical-data-allowance")
+            self.remaining_allowance -= len(chunk)
+            allowance = {"remainingAllowance": self.remaining_allowance,
+                         "totalAllowance": self.total_allowance,
+                         "allowanceExpiry": self.allowance_expiry}
+        return Response(200, {
+            "prices": [self._price_row(epic, t, res) for t in chunk],
+            "instrumentType": "CURRENCIES",
+            "metadata": {"allowance": allowance, "size": len(chunk),
+                         "pageData": {"pageSize": page_size, "pageNumber": page_number,
+                                      "totalPages": pages}},
+        })
+
+
+@contextmanager
+def make_ig_under_test(**fake_kw: Any) -> Iterator[tuple[Any, FakeIG]]:
+    """An `IGBroker` wired to a fresh `FakeIG` (for the cross-broker contract suite).
+
+    The broker uses a 0.5 s HTTP timeout (the fake's slow answers take 1.5 s) and a no-op
+    sleep, so confirmation polling and rate-limit back-off never wait for real: a few
+    scripted 403s are waited out, five or more in a row surface as `RateLimited`.
+    Quote an epic with `fake.set_price(epic, price)` before trading it.
+    """
+    from trading_assets.adapters.brokers.ig import IGBroker
+
+    fake = FakeIG(**fake_kw).start()
+    try:
+        broker = IGBroker(
+            fake.username, fake.password, fake.api_key, acc_type="demo",
+            base_url=fake.base_url, timeout=0.5, sleep=lambda _s: None,
+        )
+        yield broker, fake
+    finally:
+        fake.stop()
