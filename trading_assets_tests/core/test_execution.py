@@ -1,0 +1,165 @@
+"""Exactly-once execution: deterministic ids, plan before broker, lookup after ambiguity."""
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from trading_assets.adapters.brokers.paper import PaperBroker
+from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.core.execution import (
+    client_order_id,
+    ensure_baseline,
+    execute_plan,
+    reconcile,
+    sync_open_intents,
+)
+from trading_assets.core.ports import (
+    AmbiguousOrderError,
+    KillSwitchEngaged,
+    OrderIntent,
+    OrderRequest,
+    RateLimited,
+    Side,
+)
+
+FLOW, KEY, ACCT = "ema_concentration", "2025-11-26-10:00", "paper:paper"
+
+
+class FlakyBroker:
+    """The real paper broker with one scripted failure around `submit_order`."""
+
+    def __init__(self, inner: PaperBroker, mode: str):
+        self.inner, self.mode, self.name = inner, mode, inner.name
+        self.posts = 0
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    def submit_order(self, request: OrderRequest):
+        self.posts += 1
+        if self.mode == "timeout_after_accept":
+            self.inner.submit_order(request)
+            raise AmbiguousOrderError("read timed out", broker=self.name)
+        if self.mode == "timeout_before_accept":
+            raise AmbiguousOrderError("connect timed out", broker=self.name)
+        if self.mode == "rate_limited":
+            raise RateLimited("429", retry_after=60, broker=self.name)
+        if self.mode == "crash_after_submit":
+            self.inner.submit_order(request)
+            raise SystemExit("process killed between broker call and ledger write")
+        return self.inner.submit_order(request)
+
+
+@pytest.fixture
+def paper(tmp_path):
+    return PaperBroker(tmp_path / "broker.sqlite", starting_cash=10_000.0)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    return SqliteLedger(tmp_path / "ledger.sqlite")
+
+
+def intents(key=KEY):
+    return [
+        OrderIntent(client_order_id(FLOW, "TQQQ", key, "entry"), FLOW, key, ACCT, "TQQQ", Side.BUY, 10, "entry", 50.0),
+    ]
+
+
+def test_client_order_ids_are_deterministic_short_and_broker_safe():
+    a = client_order_id(FLOW, "TQQQ", KEY, "entry")
+    assert a == client_order_id(FLOW, "TQQQ", KEY, "entry")
+    assert len({a, client_order_id(FLOW, "TQQQ", KEY, "exit"), client_order_id(FLOW, "TQQQ", "2025-11-26-10:30",
+                                                                                   "entry"),
+                client_order_id(FLOW, "SPY", KEY, "entry"), client_order_id("fib_retracement", "TQQQ", KEY, "entry")}) == 5
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,30}", a)  # valid IG dealReference, Alpaca and Tradovate ids
+
+
+def test_rerun_of_a_tick_places_no_second_order(paper, ledger):
+    first = execute_plan(paper, ledger, intents(), FLOW, KEY)
+    assert first.new_plan and len(first.submitted) == 1
+    second = execute_plan(paper, ledger, intents(), FLOW, KEY)
+    assert not second.new_plan and second.submitted == [] and len(second.skipped) == 1
+    assert len(paper.orders()) == 1
+
+
+def test_rerun_resolves_the_stored_plan_not_a_new_one(paper, ledger):
+    execute_plan(paper, ledger, intents(), FLOW, KEY)
+    other = [OrderIntent("different", FLOW, KEY, ACCT, "SPY", Side.BUY, 1, "entry", 10.0)]
+    report = execute_plan(paper, ledger, other, FLOW, KEY)
+    assert [i.symbol for i in report.intents] == ["TQQQ"]
+    assert len(paper.orders()) == 1
+
+
+def test_crash_between_broker_call_and_ledger_write_then_rerun(paper, ledger):
+    flaky = FlakyBroker(paper, "crash_after_submit")
+    with pytest.raises(SystemExit):
+        execute_plan(flaky, ledger, intents(), FLOW, KEY)
+    [stuck] = ledger.intents(FLOW, KEY)
+    assert stuck.status == "submitting"  # intent was written before the broker call
+    assert len(ledger.transactions()) == 0
+    report = execute_plan(paper, ledger, intents(), FLOW, KEY)  # the rerun, healthy process
+    assert report.adopted == [stuck.client_order_id] and report.submitted == []
+    assert len(paper.orders()) == 1
+    [fill] = ledger.transactions().itertuples()
+    assert fill.qty == 10 and fill.transaction_id == stuck.client_order_id
+    assert reconcile(ledger.net_positions(ACCT), {p.symbol: p.qty for p in paper.positions()}) == []
+
+
+def test_sync_recovers_a_crashed_tick_from_an_earlier_run(paper, ledger):
+    with pytest.raises(SystemExit):
+        execute_plan(FlakyBroker(paper, "crash_after_submit"), ledger, intents(), FLOW, KEY)
+    recovered = sync_open_intents(paper, ledger, FLOW)
+    assert [i.status for i in recovered] == ["filled"]
+    assert ledger.net_positions(ACCT) == {"TQQQ": 10}
+
+
+def test_timeout_after_accept_is_resolved_by_lookup_not_resend(paper, ledger):
+    flaky = FlakyBroker(paper, "timeout_after_accept")
+    report = execute_plan(flaky, ledger, intents(), FLOW, KEY)
+    assert flaky.posts == 1 and len(paper.orders()) == 1
+    assert ledger.intents(FLOW, KEY)[0].status == "filled"
+    assert report.submitted == [intents()[0].client_order_id]
+
+
+def test_timeout_before_accept_marks_unknown_and_stops(paper, ledger):
+    flaky = FlakyBroker(paper, "timeout_before_accept")
+    with pytest.raises(AmbiguousOrderError):
+        execute_plan(flaky, ledger, intents(), FLOW, KEY)
+    assert ledger.intents(FLOW, KEY)[0].status == "unknown"
+    assert paper.orders() == []
+    # a later rerun looks it up (absent), then sends it once
+    execute_plan(paper, ledger, intents(), FLOW, KEY)
+    assert len(paper.orders()) == 1
+
+
+def test_rate_limit_leaves_the_intent_planned(paper, ledger):
+    with pytest.raises(RateLimited):
+        execute_plan(FlakyBroker(paper, "rate_limited"), ledger, intents(), FLOW, KEY)
+    assert ledger.intents(FLOW, KEY)[0].status == "planned"
+
+
+def test_business_reject_is_recorded_with_the_reason(paper, ledger):
+    big = [OrderIntent("big", FLOW, KEY, ACCT, "TQQQ", Side.BUY, 10_000, "entry", 50.0)]
+    report = execute_plan(paper, ledger, big, FLOW, KEY)
+    assert report.rejected == ["big"]
+    [row] = ledger.intents(FLOW, KEY)
+    assert row.status == "rejected" and row.reason == "insufficient buying power"
+
+
+def test_kill_switch_places_and_records_nothing(paper, ledger):
+    with pytest.raises(KillSwitchEngaged):
+        execute_plan(paper, ledger, intents(), FLOW, KEY, kill_switch=True)
+    assert paper.orders() == [] and not ledger.has_plan(FLOW, KEY)
+
+
+def test_baseline_then_reconcile_detects_drift(paper, ledger):
+    paper.submit_order(OrderRequest("outside", "AAPL", Side.BUY, 2, reference_price=100.0))  # before we start
+    assert ensure_baseline(paper, ledger, ACCT, FLOW, datetime.now(UTC))
+    assert not ensure_baseline(paper, ledger, ACCT, FLOW, datetime.now(UTC))
+    broker_pos = lambda: {p.symbol: p.qty for p in paper.positions()}  # noqa: E731
+    assert reconcile(ledger.net_positions(ACCT), broker_pos()) == []
+    paper.submit_order(OrderRequest("manual", "AAPL", Side.BUY, 1, reference_price=100.0))  # by hand, later
+    [drift] = reconcile(ledger.net_positions(ACCT), broker_pos())
+    assert (drift.symbol, drift.ledger_qty, drift.broker_qty) == ("AAPL", 2, 3)

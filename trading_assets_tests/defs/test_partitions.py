@@ -1,0 +1,72 @@
+"""Market-hours partitions: 13 bars a full day, holidays and half-day afternoons excluded."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from trading_assets.core.calendar import TZ, MarketClosedError
+from trading_assets.defs.partitions import (
+    bar_closing_at,
+    bar_window,
+    market_bar_partitions,
+    session_partition_keys,
+)
+
+
+@pytest.fixture(scope="module")
+def partitions():
+    return market_bar_partitions(start="2025-11-03-09:30")
+
+
+def test_keys_for_thanksgiving_week(partitions):
+    keys = [k for k in partitions.get_partition_keys() if "2025-11-24" <= k[:10] <= "2025-11-28"]
+    per_day = pd.Series([k[:10] for k in keys]).value_counts().sort_index().to_dict()
+    assert per_day == {"2025-11-24": 13, "2025-11-25": 13, "2025-11-26": 13, "2025-11-28": 7}
+    assert keys[0] == "2025-11-24-09:30"
+    assert "2025-11-26-15:30" in keys
+    assert "2025-11-28-12:30" in keys and "2025-11-28-13:00" not in keys
+
+
+def test_each_window_is_thirty_minutes_including_the_last_bar(partitions):
+    window = partitions.time_window_for_partition_key("2025-11-26-15:30")
+    assert window.start.strftime("%H:%M") == "15:30"
+    assert (window.end - window.start) == pd.Timedelta(minutes=30)
+
+
+def test_dst_week_keys_stay_at_0930_new_york(partitions):
+    keys = [k for k in partitions.get_partition_keys() if k[:10] in ("2025-11-03", "2025-11-04")]
+    assert len(keys) == 26 and keys[0].endswith("09:30")
+
+
+def test_bar_window_rejects_holidays_weekends_and_off_hours_with_reasons():
+    with pytest.raises(MarketClosedError, match="Christmas"):
+        bar_window("2025-12-25-10:00")
+    with pytest.raises(MarketClosedError, match="Saturday"):
+        bar_window("2025-11-29-10:00")
+    with pytest.raises(MarketClosedError, match=r"12:30 \(close 13:00\)"):
+        bar_window("2025-11-28-14:00")
+    with pytest.raises(MarketClosedError, match="not a bar key"):
+        bar_window("yesterday")
+    start, end = bar_window("2025-11-26-09:30")
+    assert start == pd.Timestamp("2025-11-26 14:30", tz="UTC") and end - start == pd.Timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        ("2025-11-26 10:00", "2025-11-26-09:30"),
+        ("2025-11-26 16:00", "2025-11-26-15:30"),
+        ("2025-11-28 13:00", "2025-11-28-12:30"),
+        ("2025-11-28 13:30", None),
+        ("2025-11-26 09:30", None),
+        ("2025-11-27 10:00", None),
+    ],
+)
+def test_bar_closing_at(moment, expected):
+    assert bar_closing_at(pd.Timestamp(moment, tz=TZ)) == expected
+
+
+def test_session_partition_keys_match_the_partitions(partitions):
+    day_keys = session_partition_keys(date(2025, 11, 28))
+    assert day_keys == [k for k in partitions.get_partition_keys() if k.startswith("2025-11-28")]
