@@ -157,6 +157,40 @@ def test_state_round_trips_through_json():
     state, _ = run([flip(BLUE, 0), cross(DOWN, 15)])
     stored = json.dumps(state.to_dict())
     assert TrendState.from_dict(json.loads(stored)) == state
+    tied = TrendState(SYM, PositionState.LONG, BLUE, False, T0, ("x", "y"))
+    assert TrendState.from_dict(json.loads(json.dumps(tied.to_dict()))) == tied
+
+
+# ----------------------------------------------------------------------------- same-second ties
+
+
+def test_flip_and_cross_in_the_same_second_both_apply_in_arrival_order():
+    """The 10- and 15-minute bars close together; dropping the second alert would leave
+    a LONG under a RED trend. With ids, both apply."""
+    long_blue, _ = run([flip(BLUE, 0)])
+    t = T0 + timedelta(minutes=30)
+    state, ts = run(
+        [DICross(SYM, UP, t, event_id="cross-1"), TrendFlip(SYM, RED, t, event_id="flip-1")],
+        long_blue,
+    )
+    assert [x.outcome for x in ts] == [Outcome.IGNORED, Outcome.APPLIED]
+    assert ts[1].actions == (Action.CLOSE_LONG, Action.OPEN_SHORT)
+    assert state.position is PositionState.SHORT and state.trend_color is RED
+    assert state.last_event_ids == ("cross-1", "flip-1")
+
+
+def test_same_id_at_the_same_time_is_a_duplicate():
+    t = T0 + timedelta(minutes=15)
+    state, ts = run([flip(BLUE, 0), DICross(SYM, DOWN, t, event_id="c"),
+                     DICross(SYM, DOWN, t, event_id="c")])
+    assert ts[-1].rejected and "duplicate" in ts[-1].reason
+    assert state.position is PositionState.NONE and state.waiting_for_reentry
+
+
+def test_ids_at_an_earlier_time_are_forgotten_once_time_moves_on():
+    state, _ = run([TrendFlip(SYM, BLUE, T0, event_id="a"),
+                    DICross(SYM, DOWN, T0 + timedelta(minutes=1), event_id="b")])
+    assert state.last_event_ids == ("b",)
 
 
 @pytest.mark.parametrize(
@@ -169,6 +203,9 @@ def test_state_round_trips_through_json():
         {"symbol": SYM, "position": "FLAT"},
         {"symbol": SYM, "waiting_for_reentry": "YES"},
         {"symbol": SYM, "last_event_at": "2025-03-03T15:00:00"},
+        {"symbol": SYM, "last_event_at": 1741014000},
+        {"symbol": SYM, "last_event_ids": ["a"]},  # ids without a time
+        {"position": "NONE"},
     ],
 )
 def test_corrupted_stored_state_fails_loudly(data):
@@ -186,7 +223,8 @@ def test_action_sides_and_legs():
 event_specs = st.lists(
     st.tuples(
         st.sampled_from(["flip_blue", "flip_red", "up", "down"]),
-        st.integers(min_value=-3, max_value=20),  # minutes after the previous event; <=0 is stale
+        st.integers(min_value=-3, max_value=20),  # minutes after the previous event; <0 is stale
+        st.sampled_from([None, "a", "b", "c"]),  # event id; a small pool makes duplicates
     ),
     max_size=30,
 )
@@ -211,12 +249,13 @@ HELD = {PositionState.NONE: 0, PositionState.LONG: 1, PositionState.SHORT: -1}
 def build_events(specs):
     at = T0
     events = []
-    for kind, step in specs:
+    for kind, step, event_id in specs:
         at = at + timedelta(minutes=step)
         if kind.startswith("flip"):
-            events.append(TrendFlip(SYM, BLUE if kind == "flip_blue" else RED, at))
+            color = BLUE if kind == "flip_blue" else RED
+            events.append(TrendFlip(SYM, color, at, event_id=event_id))
         else:
-            events.append(DICross(SYM, UP if kind == "up" else DOWN, at))
+            events.append(DICross(SYM, UP if kind == "up" else DOWN, at, event_id=event_id))
     return events
 
 
@@ -259,13 +298,30 @@ def test_di_cross_opens_only_while_waiting_and_in_the_trend_direction(state, spe
 @settings(max_examples=150, deadline=None)
 @given(start_states, event_specs)
 def test_stale_events_are_rejected_and_change_nothing(state, specs):
+    """Older than the last applied event, or at the same time without a new event id:
+    rejected, state untouched. Anything applied moves the clock to the event's time."""
     for event in build_events(specs):
         before = copy.deepcopy(state)
         t = apply(state, event)
-        if state.last_event_at is not None and event.at <= state.last_event_at:
+        last = state.last_event_at
+        if last is not None and (
+            event.at < last
+            or (event.at == last and (event.event_id is None or event.event_id in state.last_event_ids))
+        ):
             assert t.rejected and t.state == before and t.actions == ()
         if not t.rejected:
             assert t.state.last_event_at == event.at
+        state = t.state
+
+
+@settings(max_examples=150, deadline=None)
+@given(start_states, event_specs)
+def test_redelivering_an_applied_event_does_nothing(state, specs):
+    for event in build_events(specs):
+        t = apply(state, event)
+        if not t.rejected:
+            again = apply(t.state, event)
+            assert again.rejected and again.actions == () and again.state == t.state
         state = t.state
 
 
@@ -325,6 +381,16 @@ def test_extra_keys_are_tolerated():
     alert = seed_alert()
     alert["passphrase"] = "secret"
     assert isinstance(parse_tradingview_alert(alert), TrendFlip)
+
+
+def test_event_id_is_the_alert_content_or_the_callers_id():
+    alert = seed_alert()
+    with_pass = {**alert, "passphrase": "secret"}
+    a = parse_tradingview_alert(alert)
+    assert a.event_id == parse_tradingview_alert(with_pass).event_id  # passphrase aside
+    later = _break(alert, "market_data.timenow", "2025-03-03T15:20:01Z")
+    assert parse_tradingview_alert(later).event_id != a.event_id
+    assert parse_tradingview_alert(alert, event_id="alert-42").event_id == "alert-42"
 
 
 def _break(alert: dict, path: str, value) -> dict:

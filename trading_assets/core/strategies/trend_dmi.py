@@ -20,8 +20,15 @@ Choices where the seed is silent:
   colour; most likely a duplicate or a mis-configured alert): rejected.
 - Events are ordered by the time the alert fired (`timenow`), not by the bar time:
   the 10-minute trend and 15-minute DMI bars start at the same times, so bar times tie.
-  An event at or before the last applied event is stale: rejected, state unchanged.
-  Two different alerts fired within the same second therefore reject the second one.
+  An event before the last applied event is stale: rejected, state unchanged.
+- Ties: `timenow` has one-second resolution and the 10- and 15-minute bars close
+  together (e.g. at :30), so a flip and a DI cross can carry the same second. Dropping
+  either would be wrong (a dropped flip can leave a LONG under a RED trend), so an event
+  at exactly the last applied time is applied in arrival order *if* it has an
+  `event_id` not yet applied at that time; the same id again is a duplicate and is
+  rejected, and an event without an id at that time is rejected as stale (at <= last).
+  `parse_tradingview_alert` always sets `event_id` (a hash of the alert's content,
+  or the id the caller passes, e.g. the gateway's alert id).
 - Optional freshness: with `now` and `max_age`, an event older than `max_age` is
   rejected (a trade placed hours after its alert is not the trade the alert meant).
 - A DI cross that calls for nothing (a cross in the direction of the open position, a
@@ -42,6 +49,8 @@ Choices where the seed is silent:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -113,6 +122,7 @@ class TrendFlip:
     bar_time: datetime | None = None
     timeframe: str | None = None
     exchange: str | None = None
+    event_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "color", TrendColor(self.color))
@@ -131,6 +141,7 @@ class DICross:
     bar_time: datetime | None = None
     timeframe: str | None = None
     exchange: str | None = None
+    event_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "direction", CrossDirection(self.direction))
@@ -150,9 +161,14 @@ class TrendState:
     trend_color: TrendColor | None = None
     waiting_for_reentry: bool = False
     last_event_at: datetime | None = None
+    # ids of the events applied at exactly `last_event_at` (to tell ties from duplicates)
+    last_event_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "position", PositionState(self.position))
+        object.__setattr__(self, "last_event_ids", tuple(self.last_event_ids))
+        if self.last_event_ids and self.last_event_at is None:
+            raise ValueError(f"{self.symbol}: last_event_ids without last_event_at")
         if self.trend_color is not None:
             object.__setattr__(self, "trend_color", TrendColor(self.trend_color))
         _require_aware(self.last_event_at, "TrendState.last_event_at")
@@ -176,22 +192,31 @@ class TrendState:
             "trend_color": None if self.trend_color is None else self.trend_color.value,
             "waiting_for_reentry": self.waiting_for_reentry,
             "last_event_at": None if self.last_event_at is None else self.last_event_at.isoformat(),
+            "last_event_ids": list(self.last_event_ids),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrendState:
         """Inverse of `to_dict`; raises ValueError on anything that is not a legal state."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("symbol"), str):
+            raise ValueError(f"stored state needs a string 'symbol', got {data!r}")
         last = data.get("last_event_at")
+        if last is not None and not isinstance(last, str):
+            raise ValueError(f"last_event_at must be an ISO-8601 string, got {last!r}")
         color = data.get("trend_color")
         waiting = data.get("waiting_for_reentry", False)
         if not isinstance(waiting, bool):
             raise ValueError(f"waiting_for_reentry must be a bool, got {waiting!r}")
+        ids = data.get("last_event_ids", [])
+        if not isinstance(ids, list | tuple) or not all(isinstance(i, str) for i in ids):
+            raise ValueError(f"last_event_ids must be a list of strings, got {ids!r}")
         return cls(
-            symbol=str(data["symbol"]),
+            symbol=data["symbol"],
             position=PositionState(data.get("position", "NONE")),
             trend_color=None if color is None else TrendColor(color),
             waiting_for_reentry=waiting,
             last_event_at=None if last is None else datetime.fromisoformat(last),
+            last_event_ids=tuple(ids),
         )
 
 
@@ -242,20 +267,34 @@ def apply(
     def reject(why: str) -> Transition:
         return Transition(state, Outcome.REJECTED, why)
 
-    if state.last_event_at is not None and event.at <= state.last_event_at:
+    last = state.last_event_at
+    if last is not None and event.at < last:
         return reject(
-            f"stale: event at {event.at.isoformat()} is not after the last applied event "
-            f"at {state.last_event_at.isoformat()}"
+            f"stale: event at {event.at.isoformat()} is older than the last applied event "
+            f"at {last.isoformat()}"
         )
+    if last is not None and event.at == last:
+        if event.event_id is None:
+            return reject(
+                f"stale: event at {event.at.isoformat()} is not after the last applied event "
+                "and has no event_id to tell it from a duplicate"
+            )
+        if event.event_id in state.last_event_ids:
+            return reject(f"duplicate: event {event.event_id} was already applied")
     if now is not None and max_age is not None and now - event.at > max_age:
         return reject(
             f"too old: event at {event.at.isoformat()} is more than {max_age} "
             f"before {now.isoformat()}"
         )
 
-    if isinstance(event, TrendFlip):
-        return _apply_flip(state, event, reject)
-    return _apply_cross(state, event)
+    flip = isinstance(event, TrendFlip)
+    transition = _apply_flip(state, event, reject) if flip else _apply_cross(state, event)
+    if transition.rejected:
+        return transition
+    ids = state.last_event_ids if last is not None and event.at == last else ()
+    if event.event_id is not None:
+        ids = (*ids, event.event_id)
+    return replace(transition, state=replace(transition.state, last_event_ids=ids))
 
 
 def _apply_flip(state: TrendState, event: TrendFlip, reject) -> Transition:
@@ -378,11 +417,21 @@ def _number(section: Mapping[str, Any], path: str, key: str) -> float:
     return value
 
 
-def parse_tradingview_alert(payload: Mapping[str, Any]) -> Event:
+def alert_content_id(payload: Mapping[str, Any]) -> str:
+    """A stable id for an alert body: the same content (passphrase aside) gives the same id,
+    so a re-delivered alert is recognised as a duplicate."""
+    body = {k: v for k, v in payload.items() if k != "passphrase"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return "tv-" + hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def parse_tradingview_alert(payload: Mapping[str, Any], event_id: str | None = None) -> Event:
     """Validate one alert body (seed-001 shape, or the DI-cross shape above) into an event.
 
     Raises ValueError naming the first bad field (e.g. `signal.trigger: ...`). Extra
     keys (a passphrase, an alert id) are ignored here; the gateway checks those.
+    `event_id` defaults to `alert_content_id(payload)`; pass the gateway's alert id
+    (its dedupe key) to tie the event to the stored alert.
     """
     if not isinstance(payload, Mapping):
         raise ValueError(f"alert: expected a JSON object, got {type(payload).__name__}")
@@ -410,6 +459,7 @@ def parse_tradingview_alert(payload: Mapping[str, Any]) -> Event:
     common = dict(
         symbol=symbol, at=fired_at, price=values["close"], bar_time=bar_time,
         timeframe=timeframe, exchange=exchange,
+        event_id=event_id if event_id is not None else alert_content_id(payload),
     )
 
     if indicator == TREND_INDICATOR:
