@@ -152,6 +152,26 @@ def test_504_resend_by_alpaca_py_never_makes_a_second_order(alpaca) -> None:
     assert order.status is OrderStatus.FILLED and broker.positions()[0].qty == 10.0
 
 
+def test_504_then_429_on_every_resend_still_finds_the_order(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fault_gateway_timeout_then_rate_limit(times=3)
+    order = broker.submit_order(buy("gw-429"))  # alpaca-py: 504, 429, 429, 429 -> APIError 429
+    assert order.client_order_id == "gw-429" and fake.order_count("gw-429") == 1
+
+
+def test_reject_inside_http_200_is_a_reject_and_stays_one_order(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fault_reject_in_body()
+    with pytest.raises(OrderRejected):
+        broker.submit_order(buy("rej-200"))
+    with pytest.raises(OrderRejected):
+        broker.submit_order(buy("rej-200"))  # same id again: the 422 lookup finds the reject
+    assert fake.order_count("rej-200") == 1
+    assert broker.get_order("rej-200").status is OrderStatus.REJECTED
+
+
 def test_server_error_before_accept_is_ambiguous_then_safe_to_resolve(alpaca) -> None:
     broker, fake = alpaca
     fake.set_price("TQQQ", 50.0)
@@ -242,8 +262,9 @@ def test_one_429_is_absorbed_by_alpaca_py_retry(alpaca) -> None:
 def test_persistent_429_raises_rate_limited_and_places_nothing(alpaca) -> None:
     broker, fake = alpaca
     fake.fault_rate_limit(times=10)
-    with pytest.raises(RateLimited):
+    with pytest.raises(RateLimited) as info:
         broker.account()
+    assert 0 < info.value.retry_after <= 60
     fake.faults.clear()
     fake.fault_rate_limit(times=10)
     fake.set_price("TQQQ", 50.0)
@@ -277,9 +298,7 @@ def test_close_all_liquidates_and_cancels_open_orders(alpaca) -> None:
     fake.set_position("TQQQ", 5, 40.0)
     fake.set_position("AAPL", 2, 150.0)
     fake.set_price("MSFT", 400.0)
-    broker.submit_order(
-        buy("lim-msft", symbol="MSFT", qty=1, order_type="limit", limit_price=300.0)
-    )
+    broker.submit_order(buy("lim-msft", symbol="MSFT", qty=1, order_type="limit", limit_price=300.0))
     results = broker.close_all()
     assert sorted(r["symbol"] for r in results) == ["AAPL", "TQQQ"]
     assert all(r["order"].status is OrderStatus.FILLED for r in results)

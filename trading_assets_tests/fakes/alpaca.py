@@ -138,9 +138,7 @@ class FakeAlpaca(QuickStopServer):
         """The next `times` requests answer 429 (alpaca-py retries 3 times on its own)."""
         self.faults.add("rate_limit", times=times)
 
-    def fault_server_error(
-        self, times: int = 1, status: int = 500, after_accept: bool = False
-    ) -> None:
+    def fault_server_error(self, times: int = 1, status: int = 500, after_accept: bool = False) -> None:
         """The next `times` requests answer `status`. With `after_accept`, an order POST
         stores the order first (the outcome the client sees is then ambiguous)."""
         if after_accept:
@@ -157,6 +155,15 @@ class FakeAlpaca(QuickStopServer):
     def fault_gateway_timeout_after_accept(self) -> None:
         """The next order POST stores the order, then answers 504: alpaca-py resends it."""
         self.fault_server_error(status=504, after_accept=True)
+
+    def fault_gateway_timeout_then_rate_limit(self, times: int = 3) -> None:
+        """The next order POST stores the order and answers 504; the next `times`
+        requests then get 429, so alpaca-py's resends all bounce off the limit."""
+        self.faults.add("error_after_accept", path=r"^/v2/orders$", method="POST", status=504, then_rate_limit=times)
+
+    def fault_reject_in_body(self) -> None:
+        """The next order POST is stored but answered 200 with `status: rejected`."""
+        self.faults.add("reject_in_body", path=r"^/v2/orders$", method="POST")
 
     def fault_timeout_after_accept(self, delay: float | None = None) -> None:
         """The next order POST stores the order, then answers too slowly for the client."""
@@ -227,11 +234,7 @@ class FakeAlpaca(QuickStopServer):
     def get_account(self, req: Request) -> Response:
         with self._state:
             mv = self._market_value()
-            long_mv = sum(
-                p["qty"] * self.prices.get(s, p["avg"])
-                for s, p in self.positions.items()
-                if p["qty"] > 0
-            )
+            long_mv = sum(p["qty"] * self.prices.get(s, p["avg"]) for s, p in self.positions.items() if p["qty"] > 0)
             equity = self.cash + mv
             return Response(
                 200,
@@ -415,8 +418,7 @@ class FakeAlpaca(QuickStopServer):
                 return _err(
                     403,
                     40310000,
-                    f"insufficient qty available for order (requested: {_s(qty)}, "
-                    f"available: {_s(held)})",
+                    f"insufficient qty available for order (requested: {_s(qty)}, available: {_s(held)})",
                 )
         return None
 
@@ -428,15 +430,11 @@ class FakeAlpaca(QuickStopServer):
             return
         if order["type"] == "limit":
             lim = order["limit_price"]
-            if (order["side"] == "buy" and price > lim) or (
-                order["side"] == "sell" and price < lim
-            ):
+            if (order["side"] == "buy" and price > lim) or (order["side"] == "sell" and price < lim):
                 return
         if order["type"] == "stop":
             stop = order["stop_price"]
-            if (order["side"] == "buy" and price < stop) or (
-                order["side"] == "sell" and price > stop
-            ):
+            if (order["side"] == "buy" and price < stop) or (order["side"] == "sell" and price > stop):
                 return
         qty = order["qty"]
         signed = qty if order["side"] == "buy" else -qty
@@ -455,9 +453,7 @@ class FakeAlpaca(QuickStopServer):
             self.positions[order["symbol"]] = {"qty": new_qty, "avg": avg}
         self.cash -= signed * price
         now = self._now()
-        order.update(
-            status="filled", filled_qty=qty, filled_avg_price=price, filled_at=now, updated_at=now
-        )
+        order.update(status="filled", filled_qty=qty, filled_avg_price=price, filled_at=now, updated_at=now)
         for leg_id in order["leg_ids"]:
             self.orders[leg_id]["status"] = "new"
 
@@ -481,9 +477,12 @@ class FakeAlpaca(QuickStopServer):
             if short is not None:
                 return short
             after = self.faults.take(
-                req, kinds=("error_after_accept", "slow_after_accept", "garbled_after_accept")
+                req, kinds=("error_after_accept", "slow_after_accept", "garbled_after_accept", "reject_in_body")
             )
             order = self._new_order(body)
+            if after is not None and after.kind == "reject_in_body":
+                order["status"] = "rejected"
+                return Response(200, self._order_json(order))
             if body.get("order_class") == "bracket":
                 exit_side = "sell" if body["side"] == "buy" else "buy"
                 tp = self._new_order(
@@ -517,6 +516,8 @@ class FakeAlpaca(QuickStopServer):
             return Response(200, answer)
         if after.kind == "error_after_accept":
             status = int(after.params.get("status", 500))
+            if after.params.get("then_rate_limit"):
+                self.fault_rate_limit(times=int(after.params["then_rate_limit"]))
             if status == 504:
                 return Response(
                     504,
@@ -525,9 +526,7 @@ class FakeAlpaca(QuickStopServer):
                 )
             return _err(status, 50010000, "internal server error")
         if after.kind == "garbled_after_accept":
-            return Response(
-                200, b"<html>upstream reset</html>", headers={"Content-Type": "text/html"}
-            )
+            return Response(200, b"<html>upstream reset</html>", headers={"Content-Type": "text/html"})
         return Response(200, answer, delay=float(after.params["delay"]))
 
     @route("GET", r"/v2/orders")
@@ -607,8 +606,7 @@ class FakeAlpaca(QuickStopServer):
                 return _err(
                     403,
                     40310000,
-                    f"insufficient qty available for order (requested: "
-                    f"{_s(qty)}, available: {_s(held)})",
+                    f"insufficient qty available for order (requested: {_s(qty)}, available: {_s(held)})",
                 )
             return Response(200, self._order_json(self._close(symbol, qty)))
 
@@ -637,9 +635,7 @@ class FakeAlpaca(QuickStopServer):
     @route("GET", r"/v2/clock")
     def clock(self, req: Request) -> Response:
         now = pd.Timestamp(self._now()).tz_convert(nyse.TZ)
-        days = nyse.sessions_between(
-            now.date() - timedelta(days=1), now.date() + timedelta(days=10)
-        )
+        days = nyse.sessions_between(now.date() - timedelta(days=1), now.date() + timedelta(days=10))
         spans = [nyse.session_open_close(d) for d in days]
         is_open = any(o <= now < c for o, c in spans)
         next_open = next(o for o, _ in spans if o > now)
@@ -658,9 +654,7 @@ class FakeAlpaca(QuickStopServer):
     def calendar(self, req: Request) -> Response:
         today = self._now().date()
         start = date.fromisoformat(req.query.get("start", today.isoformat())[:10])
-        end = date.fromisoformat(
-            req.query.get("end", (today + timedelta(days=30)).isoformat())[:10]
-        )
+        end = date.fromisoformat(req.query.get("end", (today + timedelta(days=30)).isoformat())[:10])
         out = []
         for d in nyse.sessions_between(start, end):
             o, c = nyse.session_open_close(d)
@@ -796,17 +790,16 @@ class FakeAlpacaData(QuickStopServer):
 
 
 @contextmanager
-def make_alpaca_under_test(
-    cash: float = 100_000.0, timeout: float = 0.5
-) -> Iterator[tuple[Any, FakeAlpaca]]:
+def make_alpaca_under_test(cash: float = 100_000.0, timeout: float = 1.0) -> Iterator[tuple[Any, FakeAlpaca]]:
     """A started `FakeAlpaca` and an `AlpacaBroker` wired to it, for contract tests.
 
-    alpaca-py's own retry wait is zeroed and the client timeout is short, so fault tests
-    run in well under a second each.
+    alpaca-py's own retry wait is zeroed and the client timeout is short (1 s: generous
+    for loopback on a busy machine), so a timeout-after-accept test costs about a second;
+    the fake's slow answer comes 2 s after the client has given up.
     """
     from trading_assets.adapters.brokers.alpaca import AlpacaBroker
 
-    fake = FakeAlpaca(cash=cash, slow_answer_seconds=max(4 * timeout, 1.0))
+    fake = FakeAlpaca(cash=cash, slow_answer_seconds=timeout + 2.0)
     fake.start()
     try:
         broker = AlpacaBroker(

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -92,12 +95,33 @@ class PacedSession(requests.Session):
         super().__init__()
         self.timeout = timeout
         self.limiter = limiter
+        self._local = threading.local()
+
+    @contextmanager
+    def track(self) -> Iterator[list[int]]:
+        """Collect the HTTP status of every attempt made in this thread meanwhile
+        (alpaca-py's hidden retries included); 0 stands for "no answer"."""
+        seen: list[int] = []
+        self._local.seen = seen
+        try:
+            yield seen
+        finally:
+            self._local.seen = None
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         if self.limiter is not None:
             self.limiter.acquire()
-        return super().request(method, url, *args, **kwargs)
+        seen = getattr(self._local, "seen", None)
+        try:
+            resp = super().request(method, url, *args, **kwargs)
+        except requests.RequestException:
+            if seen is not None:
+                seen.append(0)
+            raise
+        if seen is not None:
+            seen.append(resp.status_code)
+        return resp
 
 
 def _num(value: Any) -> float | None:
@@ -165,11 +189,11 @@ class AlpacaBroker:
             )
         if status == 429:
             retry_after = None
-            if err.response is not None:
-                retry_after = _num(err.response.headers.get("Retry-After"))
+            if err.response is not None:  # Alpaca sends the reset time as epoch seconds
+                reset = _num(err.response.headers.get("X-Ratelimit-Reset"))
+                retry_after = None if reset is None else max(0.0, reset - time.time())
             return RateLimited(
-                f"Alpaca rate limit while trying to {what}, still 429 after alpaca-py's retries: "
-                f"{message}",
+                f"Alpaca rate limit while trying to {what}, still 429 after alpaca-py's retries: {message}",
                 retry_after=retry_after,
                 broker=self.name,
                 reason=message,
@@ -277,9 +301,7 @@ class AlpacaBroker:
         placed; not found raises `AmbiguousOrderError` (do not blindly resend).
         """
         if request.qty <= 0:
-            raise OrderRejected(
-                f"qty must be positive, got {request.qty}", broker=self.name, reason="invalid qty"
-            )
+            raise OrderRejected(f"qty must be positive, got {request.qty}", broker=self.name, reason="invalid qty")
         try:
             alpaca_req = self._alpaca_request(request)
         except (ValidationError, ValueError) as err:
@@ -287,31 +309,51 @@ class AlpacaBroker:
                 f"invalid order {request.client_order_id}: {err}", broker=self.name, reason=str(err)
             ) from err
         cid = request.client_order_id
-        try:
-            return self._order(self.client.submit_order(alpaca_req))
-        except APIError as err:
-            status = err.status_code
-            body = _error_body(err)
-            if status == 422 and body.get("code") == DUPLICATE_CLIENT_ORDER_ID:
-                log.info("alpaca: client order id %s already placed; returning that order", cid)
-                return self._resolve(cid, "the order id was already taken")
-            if status is not None and (status >= 500 or status == 408):
-                return self._resolve(cid, f"HTTP {status} on the order POST")
-            if status in (400, 403, 404, 422):
-                message = str(body.get("message") or body)
-                raise OrderRejected(
-                    f"Alpaca rejected order {cid} ({request.side} {request.qty:g} "
-                    f"{request.symbol}): {message}",
-                    broker=self.name,
-                    reason=message,
-                ) from err
-            raise self._translate(err, f"submit order {cid}") from err
-        except (requests.Timeout, requests.ConnectionError) as err:
+        order = self._post(request, alpaca_req)
+        if order.status is OrderStatus.REJECTED:
+            raise OrderRejected(
+                f"Alpaca rejected order {cid} ({request.side} {request.qty:g} {request.symbol})",
+                broker=self.name,
+                reason="rejected",
+            )
+        return order
+
+    def _post(self, request: OrderRequest, alpaca_req: Any) -> Order:
+        """One logical POST (alpaca-py may send it several times), then settle failures."""
+        session = self.client._session
+        tracking = session.track() if isinstance(session, PacedSession) else nullcontext([])
+        with tracking as attempts:
+            try:
+                return self._order(self.client.submit_order(alpaca_req))
+            except (APIError, requests.RequestException, ValueError) as err:
+                failure = err
+        return self._settle(request, failure, attempts)
+
+    def _settle(self, request: OrderRequest, err: Exception, attempts: list[int]) -> Order:
+        """Turn a failed order POST into an order (it was placed) or a typed error."""
+        cid = request.client_order_id
+        if isinstance(err, (requests.Timeout, requests.ConnectionError)):
             return self._resolve(cid, f"{type(err).__name__} on the order POST")
-        except requests.RequestException as err:  # e.g. a 200 whose body is not JSON
+        if not isinstance(err, APIError):  # a 200 whose body is not JSON / not an order
             return self._resolve(cid, f"unreadable answer to the order POST ({type(err).__name__})")
-        except ValueError as err:  # JSONDecodeError / unparsable order model
-            return self._resolve(cid, f"unreadable answer to the order POST ({type(err).__name__})")
+        status = err.status_code
+        body = _error_body(err)
+        if status == 422 and body.get("code") == DUPLICATE_CLIENT_ORDER_ID:
+            log.info("alpaca: client order id %s already placed; returning that order", cid)
+            return self._resolve(cid, "the order id was already taken")
+        if status is not None and (status >= 500 or status == 408):
+            return self._resolve(cid, f"HTTP {status} on the order POST")
+        if status == 429 and any(a == 0 or a >= 500 for a in attempts[:-1]):
+            # an earlier attempt (before alpaca-py's resends hit the limit) may have landed
+            return self._resolve(cid, f"HTTP 429 after an unclear attempt (statuses {attempts})")
+        if status in (400, 403, 404, 422):
+            message = str(body.get("message") or body)
+            raise OrderRejected(
+                f"Alpaca rejected order {cid} ({request.side} {request.qty:g} {request.symbol}): {message}",
+                broker=self.name,
+                reason=message,
+            ) from err
+        raise self._translate(err, f"submit order {cid}") from err
 
     def _resolve(self, client_order_id: str, why: str) -> Order:
         """After an unclear POST outcome, the broker's record decides."""
@@ -342,8 +384,7 @@ class AlpacaBroker:
             raise self._translate(err, f"look up order {client_order_id}") from err
         except requests.RequestException as err:
             raise BrokerError(
-                f"Alpaca unreachable while looking up order {client_order_id}: "
-                f"{type(err).__name__}",
+                f"Alpaca unreachable while looking up order {client_order_id}: {type(err).__name__}",
                 broker=self.name,
             ) from err
         return self._order(raw)
@@ -398,9 +439,7 @@ class AlpacaBroker:
 
         Alpaca answers 207 with a per-symbol status; failures are reported, not raised.
         """
-        results = self._call(
-            "close all positions", self.client.close_all_positions, cancel_orders=cancel_orders
-        )
+        results = self._call("close all positions", self.client.close_all_positions, cancel_orders=cancel_orders)
         out = []
         for item in results:
             body = item.body
