@@ -8,7 +8,19 @@ a too-slow answer *after* the order was stored, rejects.
 
 `FakeAlpacaData` serves `/v2/stocks/bars` with page tokens.
 
-The contract suite uses `make_alpaca_under_test()` and the `fault_*` helpers.
+The contract suite uses `make_alpaca_under_test()` and these helpers on `FakeAlpaca`:
+
+    set_price(symbol, price)        market orders fill at it; resting limits that cross fill
+    order_count(client_order_id)    orders the fake holds (order_posts(): POSTs received)
+    fault_expire_session()          every call 401 until restore_session() (keys are revoked,
+                                    they never expire, so the adapter cannot renew them)
+    fault_rate_limit(times=1)       next `times` requests 429; alpaca-py retries 3 times
+                                    itself, so times>=4 is needed for RateLimited to surface
+    fault_timeout_after_accept()    order stored, answer sent after the client timed out
+    fault_reject_next(reason)       next order POST 403 with Alpaca's message `reason`
+    fault_server_error()            next request 500 (after_accept=True: order stored first)
+    fault_gateway_timeout_after_accept / _then_rate_limit, fault_reject_in_body,
+    fault_garbled_after_accept, fault_non_json: the other ambiguous outcomes
 """
 
 from __future__ import annotations
