@@ -34,6 +34,26 @@ def timeit_best(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> floa
     return best
 
 
+def timeit_interleaved(
+    fns: dict[str, Callable[[], Any]], repeat: int = 5, warmup: int = 1
+) -> dict[str, float]:
+    """Best wall time of each function, in seconds, with the functions run in turns.
+
+    Use this for ratios on a shared machine: a burst of load from elsewhere hits every
+    contender in the same round instead of all runs of one of them.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(max(1, repeat)):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
