@@ -16,6 +16,7 @@ from trading_assets.core.strategies.fib_retracement import (
     Signal,
     evaluate,
     evaluate_bars,
+    signal_history,
     signals_frame,
 )
 
@@ -223,3 +224,15 @@ def test_buy_fires_exactly_when_the_pull_back_reaches_a_level(start, rise, depth
         assert s.swing_start.price <= s.level_price <= s.swing_end.price
         assert s.swing_start.position < s.swing_end.position < s.retracement.position
         assert abs(s.depth - s.level) <= Params().tolerance
+
+
+def test_history_fires_once_per_setup_and_matches_the_live_call():
+    """A backtest over the history sees the signal on exactly the bar the hourly tick
+    would have seen it, and only once."""
+    mid = np.concatenate([up_swing(), [110.5, 111.0, 111.5]])
+    frame = bars(mid)
+    history = signal_history(frame)
+    assert history.index.equals(frame.index)
+    assert history.index[history["signal"] == "buy"].tolist() == [frame.index[39]]
+    live = evaluate_bars(frame.iloc[:40]).to_record()
+    assert history.loc[frame.index[39]].to_dict() == live

@@ -15,6 +15,8 @@ from trading_assets.core.strategies.ma_crossover import (
     Signal,
     crossovers,
     latest_signal,
+    positions,
+    signal_panel,
     simulate,
     summary_frame,
 )
@@ -82,6 +84,22 @@ def test_commission_is_charged_on_entry_and_exit():
     assert sim.trades.iloc[0]["return"] == pytest.approx(0.99 * 1.5 * 0.99 - 1)
 
 
+def test_positions_are_what_the_simulation_holds():
+    # Long from the up-cross at bar 3 through bar 7, flat from the down-cross at bar 8.
+    assert positions(series(PRICES), P).tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 0, 0]
+    shorts = Params(fast=2, slow=3, allow_short=True)
+    assert positions(series(PRICES), shorts).tolist() == [0, 0, 0, 1, 1, 1, 1, 1, -1, -1]
+
+
+def test_signal_panel_per_symbol_with_no_opinion_where_prices_are_missing():
+    late = [np.nan, np.nan, *PRICES[:8]]  # starts trading two bars later
+    closes = pd.DataFrame({"AAA": PRICES, "BBB": late}, index=series(PRICES).index)
+    panel = signal_panel(closes, P)
+    assert panel["AAA"].tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 0, 0]
+    assert panel["BBB"].iloc[:2].isna().all()
+    assert panel["BBB"].iloc[2:].tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+
+
 def test_latest_signal_is_the_cross_on_the_newest_bar():
     s = series(PRICES)
     assert latest_signal(s.iloc[:4], P) is Signal.BUY
@@ -143,3 +161,7 @@ def test_trades_never_overlap_and_compound_to_the_final_equity(prices, allow_sho
     growth = float(np.prod(1 + trades["return"].to_numpy())) if len(trades) else 1.0
     assert sim.stats["final_equity"] == pytest.approx(params.initial_equity * growth, rel=1e-9)
     assert sim.stats["max_drawdown"] >= 0
+    # The backtester's signal (`positions`) holds a position on exactly the trades' bars.
+    held = np.count_nonzero(positions(prices, params))
+    open_trade = len(trades) and not trades["closed"].iloc[-1]
+    assert held == trades["bars_held"].sum() + (1 if open_trade else 0)

@@ -240,3 +240,20 @@ def signals_frame(bars: pd.DataFrame, params: Params | None = None) -> pd.DataFr
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "symbol"
     return out
+
+
+def signal_history(bars: pd.DataFrame, params: Params | None = None) -> pd.DataFrame:
+    """`evaluate` as of every bar of one symbol (row t sees only bars up to t).
+
+    For backtests: the hourly flow would have produced exactly these rows, one per tick.
+    """
+    params = params or Params()
+    bars = bars.sort_index(kind="stable")
+    hi, lo, cl = (bars[c].to_numpy(dtype="float64") for c in ("high", "low", "close"))
+    stamps = bars.index
+    rows = []
+    for t in range(len(bars)):
+        # evaluate only ever looks at the last `lookback` bars, so pass just those.
+        s = slice(max(0, t + 1 - params.lookback), t + 1)
+        rows.append(evaluate(hi[s], lo[s], cl[s], params, stamps[s]).to_record())
+    return pd.DataFrame(rows, index=stamps)

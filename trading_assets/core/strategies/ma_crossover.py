@@ -109,6 +109,31 @@ def latest_signal(prices: pd.Series | np.ndarray, params: Params) -> Signal:
     return Signal.BUY if cross[-1] > 0 else Signal.SELL
 
 
+def positions(prices: pd.Series | np.ndarray, params: Params) -> np.ndarray:
+    """The position held after each bar (+1 long, -1 short, 0 flat), as `simulate` holds it.
+
+    This is the signal the shared backtester (`core.backtest`, fill="close") takes.
+    """
+    cross = crossovers(prices, params).astype("float64")
+    cross[cross == 0] = np.nan
+    held = pd.Series(cross).ffill().fillna(0.0).to_numpy()
+    return held if params.allow_short else np.maximum(held, 0.0)
+
+
+def signal_panel(closes: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """`positions` for every column of a close panel (timestamp x symbol).
+
+    NaN closes (a symbol not trading yet, or a missing bar) are skipped when computing
+    the averages and come out as NaN ("no opinion") for the backtester.
+    """
+    out = pd.DataFrame(np.nan, index=closes.index, columns=closes.columns)
+    for symbol in closes.columns:
+        column = closes[symbol].dropna()
+        if len(column):
+            out.loc[column.index, symbol] = positions(column.to_numpy(), params)
+    return out
+
+
 def simulate(prices: pd.Series, params: Params | None = None) -> Simulation:
     """Run the crossover strategy over `prices` (a Series indexed by time)."""
     params = params or Params()
