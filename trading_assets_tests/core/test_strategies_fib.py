@@ -236,3 +236,13 @@ def test_history_fires_once_per_setup_and_matches_the_live_call():
     assert history.index[history["signal"] == "buy"].tolist() == [frame.index[39]]
     live = evaluate_bars(frame.iloc[:40]).to_record()
     assert history.loc[frame.index[39]].to_dict() == live
+
+
+def test_a_later_dip_through_the_trough_cancels_the_setup():
+    # With a 3-bar freshness allowance, a dip below the pull-back trough afterwards
+    # means the retracement did not hold.
+    held = np.concatenate([up_swing(), [110.5, 110.8]])
+    assert run(held, Params(fresh_bars=3)).signal is Signal.BUY
+    broken = np.concatenate([up_swing(), [106.0, 110.8]])  # low 105.5 < trough 107.522
+    s = run(broken, Params(fresh_bars=3))
+    assert s.signal is Signal.NONE and "traded back" in s.reason

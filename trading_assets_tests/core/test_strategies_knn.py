@@ -172,7 +172,7 @@ def test_score_reports_coverage_and_hit_rate():
     assert s["mae"] == pytest.approx(0.0, abs=1e-12)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     st.lists(st.floats(min_value=-0.01, max_value=0.01), min_size=40, max_size=120),
     st.lists(st.floats(min_value=-0.02, max_value=0.02), min_size=12, max_size=30),

@@ -145,6 +145,14 @@ def test_too_old_event_is_rejected_when_max_age_given():
     assert fresh.actions == (Action.OPEN_LONG,)
 
 
+def test_event_from_the_future_is_rejected_so_it_cannot_block_real_ones():
+    now = T0
+    future = apply(TrendState(SYM), flip(BLUE, 60), now=now)
+    assert future.rejected and "impossible" in future.reason
+    assert future.state.last_event_at is None
+    assert not apply(TrendState(SYM), TrendFlip(SYM, BLUE, now + timedelta(seconds=30)), now=now).rejected
+
+
 def test_event_for_another_symbol_is_a_caller_bug():
     with pytest.raises(ValueError, match="applied to the state of"):
         apply(TrendState("ES"), flip(BLUE, 0))

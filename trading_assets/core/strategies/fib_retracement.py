@@ -24,8 +24,9 @@ Choices where the seed is vague (each is a condition in `evaluate`, in this orde
    signal fires only if that confirmation happened within the last `fresh_bars` bars
    (default 1: on the newest bar). So an hourly tick acts once per setup, and a rerun of
    the same tick gives the same answer.
-6. Confirmation: the last close has bounced off the retracement point (BUY: close above
-   T's low; SELL: close below P's high) and has not already passed the take-profit.
+6. Confirmation: no bar since the retracement point has traded back through it (BUY:
+   every later low above T's low; SELL: every later high below P's high), the last close
+   has bounced off it, and the close has not already passed the take-profit.
 7. Prices: entry is the last close. Take-profit and stop-loss are Fibonacci levels of
    the same swing (`fib_levels`): by default take-profit at ratio 0 (back to the swing
    end: H for BUY, L for SELL) and stop-loss at ratio 1 (the swing start: L for BUY, H
@@ -204,12 +205,17 @@ def evaluate(
     level_price = float(levels[level])
     entry = float(cl[-1])
     found.update(level=level, level_price=level_price)
+    after = slice(third.position + 1, n)  # bars since the retracement point
     if buy:  # rule 6
+        if (lo[after] <= third.price).any():
+            return none(f"price traded back to/below the trough {third.price:g} since", **found)
         if not entry > third.price:
             return none(f"close {entry:g} has not bounced off the trough {third.price:g}", **found)
         if not entry < take_profit:
             return none(f"close {entry:g} already at/above take-profit {take_profit:g}", **found)
     else:
+        if (hi[after] >= third.price).any():
+            return none(f"price traded back to/above the peak {third.price:g} since", **found)
         if not entry < third.price:
             return none(f"close {entry:g} has not turned below the peak {third.price:g}", **found)
         if not entry > take_profit:

@@ -31,6 +31,8 @@ Choices where the seed is silent:
   or the id the caller passes, e.g. the gateway's alert id).
 - Optional freshness: with `now` and `max_age`, an event older than `max_age` is
   rejected (a trade placed hours after its alert is not the trade the alert meant).
+  With `now`, an event more than `MAX_CLOCK_SKEW` (60 s) in the future is impossible and
+  rejected: applied, it would make every genuine later alert look stale.
 - A DI cross that calls for nothing (a cross in the direction of the open position, a
   cross against the trend while waiting, a cross before any trend is known, a cross
   while flat and not waiting) is *ignored*: accepted, no action, but it does advance
@@ -61,6 +63,7 @@ from typing import Any
 from trading_assets.core.ports import Side
 
 FLOW = "trend_dmi"
+MAX_CLOCK_SKEW = timedelta(seconds=60)  # how far ahead of `now` an alert's time may be
 
 
 class PositionState(StrEnum):
@@ -286,6 +289,9 @@ def apply(
             f"too old: event at {event.at.isoformat()} is more than {max_age} "
             f"before {now.isoformat()}"
         )
+    if now is not None and event.at > now + MAX_CLOCK_SKEW:
+        # Applying it would make every real event after it "stale" until that time.
+        return reject(f"impossible: event at {event.at.isoformat()} is after now ({now.isoformat()})")
 
     flip = isinstance(event, TrendFlip)
     transition = _apply_flip(state, event, reject) if flip else _apply_cross(state, event)
