@@ -1,0 +1,69 @@
+"""The code location loads cleanly the 1.13 way and the instance config is valid."""
+
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def defs():
+    from trading_assets.definitions import defs as load
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load()
+        loaded.resolve_job_def("ema_concentration_job")
+        loaded.resolve_asset_graph()
+    ours = [w for w in caught if issubclass(w.category, DeprecationWarning) and "dagster" in str(w.filename)]
+    assert not ours, [str(w.message) for w in ours]
+    return loaded
+
+
+def test_flow_assets_have_lineage_from_bars_to_equity(defs):
+    graph = defs.resolve_asset_graph()
+    chain = ["bars", "indicators", "signals", "orders", "transactions", "equity"]
+    for parent, child in zip(chain, chain[1:], strict=False):
+        node = graph.get(dg.AssetKey(["ema_concentration", child]))
+        assert dg.AssetKey(["ema_concentration", parent]) in node.parent_keys
+
+
+def test_job_runs_in_process_and_has_the_schedule(defs):
+    job = defs.resolve_job_def("ema_concentration_job")
+    assert job.executor_def.name == "in_process"
+    assert job.partitions_def is not None
+    schedule = defs.resolve_schedule_def("ema_concentration_every_bar")
+    assert schedule.job_name == job.name
+
+
+def test_order_assets_use_the_broker_pool(defs):
+    graph = defs.resolve_asset_graph()
+    for name in ("orders", "transactions"):
+        assert graph.get(dg.AssetKey(["ema_concentration", name])).pools == {"broker_api"}
+
+
+def test_dagster_yaml_is_a_valid_instance_config(tmp_path):
+    from dagster._core.instance.config import dagster_instance_config
+
+    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["telemetry"]["enabled"] is False
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+
+
+def test_workspace_points_at_the_definitions_module():
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    [entry] = workspace["load_from"]
+    assert entry["python_module"]["module_name"] == "trading_assets.definitions"
+
+
+def test_unknown_trading_env_is_a_clear_error(monkeypatch):
+    from trading_assets.defs.resources import trading_env
+
+    monkeypatch.setenv("TRADING_ENV", "prod")
+    with pytest.raises(ValueError, match="TRADING_ENV='prod' is not available"):
+        trading_env()
