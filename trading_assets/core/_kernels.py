@@ -48,8 +48,8 @@ def _fill_nan(out: np.ndarray, stop: int) -> None:
 
 
 @njit(cache=True)
-def _linear_recurrence(y: float, x: np.ndarray, a: float, b: float, start: int, out: np.ndarray):
-    """out[i] = a*out[i-1] + b*x[i] for i >= start, out[start-1] being `y`; returns last y.
+def _linear_recurrence(y: float, x: np.ndarray, a: float, b: float, out: np.ndarray) -> float:
+    """out[i] = a*out[i-1] + b*x[i] for all i, out[-1] being `y`; returns the last y.
 
     Unrolled four ways: the four outputs of a block all derive from the block's incoming
     `y`, so the loop-carried chain is one multiply-add per four bars instead of per bar.
@@ -59,7 +59,7 @@ def _linear_recurrence(y: float, x: np.ndarray, a: float, b: float, start: int, 
     a2 = a * a
     a3 = a2 * a
     a4 = a3 * a
-    i = start
+    i = 0
     while i + 3 < n:
         b1 = b * x[i]
         b2 = b * x[i + 1]
@@ -95,7 +95,7 @@ def _seeded_recurrence(x: np.ndarray, begin: int, period: int, a: float, b: floa
     y = total / period
     _fill_nan(out, seed_at)  # after the seed sum: `x` may be `out` (ATR smooths in place)
     out[seed_at] = y
-    y = _linear_recurrence(y, x, a, b, seed_at + 1, out)
+    y = _linear_recurrence(y, x[seed_at + 1 :], a, b, out[seed_at + 1 :])
     return OK if np.isfinite(y) else NON_FINITE
 
 
@@ -114,29 +114,50 @@ def wilder(x: np.ndarray, period: int, out: np.ndarray) -> int:
 
 @njit(cache=True)
 def sma(x: np.ndarray, period: int, out: np.ndarray) -> int:
-    """TA-Lib SMA: a running window sum divided by `period`."""
+    """TA-Lib SMA: the mean of the last `period` values, as a running window sum.
+
+    The sum moves by (entering - leaving) per bar, one add on the loop-carried chain, and
+    is recomputed from scratch every `_RESUM` bars so rounding cannot drift over long
+    series (TA-Lib's own running sum does drift; the two agree far below 1e-9).
+    """
     n = x.shape[0]
     begin = first_valid(x)
     seed_at = begin + period - 1
-    _fill_nan(out, seed_at)
     if seed_at >= n:
+        _fill_nan(out, n)
         return OK
-    total = 0.0
-    for i in range(begin, seed_at):
-        total += x[i]
+    _fill_nan(out, seed_at)
     inv = 1.0 / period
-    trailing = begin
-    for i in range(seed_at, n):
-        total += x[i]
+    total = 0.0
+    i = seed_at
+    while i < n:
+        total = 0.0
+        for v in x[i - period + 1 : i + 1]:
+            total += v
         out[i] = total * inv
-        total -= x[trailing]
-        trailing += 1
+        stop = min(i + _RESUM, n)
+        # views, so the loop index starts at a constant (numba then drops the
+        # negative-index wraparound checks and the loop runs at memory speed)
+        entering = x[i + 1 : stop]
+        leaving = x[i + 1 - period : stop - period]
+        dest = out[i + 1 : stop]
+        for j in range(entering.shape[0]):
+            total += entering[j] - leaving[j]
+            dest[j] = total * inv
+        i = stop
     return OK if np.isfinite(total) else NON_FINITE
+
+
+_RESUM = 1024
 
 
 @njit(cache=True)
 def _tr(h: float, lo: float, prev_close: float) -> float:
-    """TA-Lib TRUE_RANGE: the largest of high-low, |high-prev close|, |low-prev close|."""
+    """TA-Lib TRUE_RANGE: the largest of high-low, |high-prev close|, |low-prev close|.
+
+    NaN if any input is NaN (the added zeros are exact for finite inputs), so a gap
+    reaches the loop-carried sums that the status check looks at.
+    """
     out = h - lo
     t = abs(h - prev_close)
     if t > out:
@@ -144,30 +165,91 @@ def _tr(h: float, lo: float, prev_close: float) -> float:
     t = abs(lo - prev_close)
     if t > out:
         out = t
-    return out
+    return out + ((h - h) + (lo - lo) + (prev_close - prev_close))
 
 
 @njit(cache=True)
 def true_range(h: np.ndarray, lo: np.ndarray, c: np.ndarray, out: np.ndarray) -> int:
     """TA-Lib TRANGE: undefined on the first valid bar (no previous close)."""
-    n = h.shape[0]
     begin = first_valid3(h, lo, c)
     _fill_nan(out, begin + 1)
-    check = 0.0
-    for i in range(begin + 1, n):
-        out[i] = _tr(h[i], lo[i], c[i - 1])
-        check += (h[i] - h[i]) + (lo[i] - lo[i]) + (c[i - 1] - c[i - 1])
-    return OK if check == 0.0 else NON_FINITE
+    hh, ll, cc, oo = h[begin:], lo[begin:], c[begin:], out[begin:]
+    bad = False
+    for i in range(1, hh.shape[0]):
+        t = _tr(hh[i], ll[i], cc[i - 1])
+        bad |= t != t
+        oo[i] = t
+    return NON_FINITE if bad else OK
 
 
 @njit(cache=True)
 def atr(h: np.ndarray, lo: np.ndarray, c: np.ndarray, period: int, out: np.ndarray) -> int:
-    """TA-Lib ATR: Wilder smoothing of the true range, seeded with its first SMA."""
-    status = true_range(h, lo, c, out)
-    if status != OK:
-        return status
-    begin = first_valid3(h, lo, c) + 1  # the first defined true range
-    return _seeded_recurrence(out, begin, period, (period - 1.0) / period, 1.0 / period, out)
+    """TA-Lib ATR: Wilder smoothing of the true range, seeded with its first SMA.
+
+    One pass: true ranges are computed four at a time and fed straight into the
+    unrolled recurrence (see `_linear_recurrence`).
+    """
+    n = h.shape[0]
+    begin = first_valid3(h, lo, c)
+    seed_at = begin + period  # the first true range is at begin + 1
+    if seed_at >= n:
+        _fill_nan(out, n)
+        return OK
+    _fill_nan(out, seed_at)
+    total = 0.0
+    for i in range(begin + 1, seed_at + 1):
+        total += _tr(h[i], lo[i], c[i - 1])
+    y = total / period
+    out[seed_at] = y
+    a = (period - 1.0) / period
+    b = 1.0 / period
+    a2 = a * a
+    a3 = a2 * a
+    a4 = a3 * a
+    hh, ll, cc, oo = h[seed_at:], lo[seed_at:], c[seed_at:], out[seed_at:]
+    m = hh.shape[0]
+    i = 1
+    while i + 3 < m:
+        b1 = b * _tr(hh[i], ll[i], cc[i - 1])
+        b2 = b * _tr(hh[i + 1], ll[i + 1], cc[i])
+        b3 = b * _tr(hh[i + 2], ll[i + 2], cc[i + 1])
+        b4 = b * _tr(hh[i + 3], ll[i + 3], cc[i + 2])
+        c2 = a * b1 + b2
+        c3 = a * c2 + b3
+        c4 = a * c3 + b4
+        oo[i] = a * y + b1
+        oo[i + 1] = a2 * y + c2
+        oo[i + 2] = a3 * y + c3
+        y = a4 * y + c4
+        oo[i + 3] = y
+        i += 4
+    while i < m:
+        y = a * y + b * _tr(hh[i], ll[i], cc[i - 1])
+        oo[i] = y
+        i += 1
+    return OK if np.isfinite(y) else NON_FINITE
+
+
+@njit(cache=True)
+def _directional(dp: float, dm: float) -> tuple[float, float]:
+    """TA-Lib's +DM/-DM of one bar from the up-move dp and down-move dm (branch-free)."""
+    p_add = dp if ((dp > 0.0) & (dp > dm)) else 0.0
+    m_add = dm if ((dm > 0.0) & (dp < dm)) else 0.0
+    return p_add, m_add
+
+
+@njit(cache=True)
+def _di_dx(p_dm: float, m_dm: float, tr: float) -> tuple[float, float, float, bool]:
+    """+DI, -DI and DX from the Wilder sums; DX is only valid when the flag is True."""
+    if -_TA_EPSILON < tr < _TA_EPSILON:
+        return 0.0, 0.0, 0.0, False
+    scale = 100.0 / tr
+    pdi = p_dm * scale
+    mdi = m_dm * scale
+    s = pdi + mdi
+    if -_TA_EPSILON < s < _TA_EPSILON:
+        return pdi, mdi, 0.0, False
+    return pdi, mdi, 100.0 * (abs(mdi - pdi) / s), True
 
 
 @njit(cache=True)
@@ -198,59 +280,46 @@ def dmi(
     if begin + 1 >= n:
         return OK
     decay = 1.0 - 1.0 / period
-    check = 0.0
+    inv_period = 1.0 / period
     p_dm = 0.0
     m_dm = 0.0
     tr = 0.0
-    sum_dx = 0.0
-    prev_adx = 0.0
-    stop = min(di_at, n)
-    for i in range(begin + 1, stop):
-        dp = h[i] - h[i - 1]
-        dm = lo[i - 1] - lo[i]
-        if dm > 0.0 and dp < dm:
-            m_dm += dm
-        elif dp > 0.0 and dp > dm:
-            p_dm += dp
+    for i in range(begin + 1, min(di_at, n)):  # plain sums of the first period-1 moves
+        p_add, m_add = _directional(h[i] - h[i - 1], lo[i - 1] - lo[i])
+        p_dm += p_add
+        m_dm += m_add
         tr += _tr(h[i], lo[i], c[i - 1])
-        check += (h[i] - h[i]) + (lo[i] - lo[i]) + (c[i - 1] - c[i - 1])
-    for i in range(di_at, n):
-        dp = h[i] - h[i - 1]
-        dm = lo[i - 1] - lo[i]
-        m_add = dm if ((dm > 0.0) & (dp < dm)) else 0.0
-        p_add = dp if ((dp > 0.0) & (dp > dm)) else 0.0
-        m_dm = m_dm * decay + m_add
+    sum_dx = 0.0
+    for i in range(di_at, min(adx_at + 1, n)):  # DI defined; DX summed for the ADX seed
+        p_add, m_add = _directional(h[i] - h[i - 1], lo[i - 1] - lo[i])
         p_dm = p_dm * decay + p_add
+        m_dm = m_dm * decay + m_add
         tr = tr * decay + _tr(h[i], lo[i], c[i - 1])
-        check += (h[i] - h[i]) + (lo[i] - lo[i]) + (c[i - 1] - c[i - 1])
-        dx_ok = False
-        dx = 0.0
-        if -_TA_EPSILON < tr < _TA_EPSILON:
-            pdi = 0.0
-            mdi = 0.0
-        else:
-            inv = 100.0 / tr
-            pdi = p_dm * inv
-            mdi = m_dm * inv
-            s = pdi + mdi
-            if not (-_TA_EPSILON < s < _TA_EPSILON):
-                dx = 100.0 * (abs(mdi - pdi) / s)
-                dx_ok = True
+        pdi, mdi, dx, dx_ok = _di_dx(p_dm, m_dm, tr)
         plus_di[i] = pdi
         minus_di[i] = mdi
-        if i < adx_at:
-            if dx_ok:
-                sum_dx += dx
-        elif i == adx_at:
-            if dx_ok:
-                sum_dx += dx
-            prev_adx = sum_dx / period
-            adx[i] = prev_adx
-        else:
-            if dx_ok:
-                prev_adx = (prev_adx * (period - 1) + dx) / period
-            adx[i] = prev_adx
-    return OK if check == 0.0 else NON_FINITE
+        if dx_ok:
+            sum_dx += dx
+    y = sum_dx / period
+    if adx_at < n:
+        adx[adx_at] = y
+    if adx_at >= n:
+        return OK if np.isfinite(tr) else NON_FINITE
+    # the hot loop, over views starting at the ADX seed so indices start at a constant
+    hh, ll, cc = h[adx_at:], lo[adx_at:], c[adx_at:]
+    pp, mm, aa = plus_di[adx_at:], minus_di[adx_at:], adx[adx_at:]
+    for i in range(1, hh.shape[0]):
+        p_add, m_add = _directional(hh[i] - hh[i - 1], ll[i - 1] - ll[i])
+        p_dm = p_dm * decay + p_add
+        m_dm = m_dm * decay + m_add
+        tr = tr * decay + _tr(hh[i], ll[i], cc[i - 1])
+        pdi, mdi, dx, dx_ok = _di_dx(p_dm, m_dm, tr)
+        pp[i] = pdi
+        mm[i] = mdi
+        if dx_ok:
+            y = y * decay + dx * inv_period
+        aa[i] = y
+    return OK if np.isfinite(tr) else NON_FINITE
 
 
 @njit(cache=True)
