@@ -67,12 +67,25 @@ def broker_for_flow(flow: str, env: str | None = None) -> str:
     return BROKER_FOR_FLOW.get(env, BROKER_FOR_FLOW["local"])[flow]
 
 
+_UNRESOLVED = (dg.EnvVar, type(dg.EnvVar.int("_")))
+
+
 class HidesSecrets:
     """Mask secret fields in `repr()`/`str()`: a resource is easy to log or put into
     metadata by accident (`context.log.info(f"{broker}")`), and pydantic's default repr
-    prints every resolved field, EnvVar secrets included."""
+    prints every resolved field, EnvVar secrets included.
+
+    Also resolves `EnvVar` fields when `get()` is called outside a run (a script, a
+    sensor helper): there Dagster has not resolved them, and the field would hold the
+    variable's *name*."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _outside_run_copy(self) -> Any:
+        """A resolved copy if some field is still an unresolved EnvVar, else None."""
+        if any(isinstance(v, _UNRESOLVED) for v in self.__dict__.values()):
+            return self.process_config_and_initialize()  # type: ignore[attr-defined]
+        return None
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():  # type: ignore[misc]
@@ -106,6 +119,8 @@ class AlpacaBrokerResource(_GuardedBrokerResource):
     rate_limit_per_minute: int = 200  # Alpaca's published limit
 
     def get(self) -> Broker:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
         from trading_assets.adapters.brokers.alpaca import AlpacaBroker
 
         broker = AlpacaBroker(self.api_key, self.secret_key, paper=self.paper,
@@ -127,6 +142,8 @@ class IGBrokerResource(_GuardedBrokerResource):
     base_url: str | None = None
 
     def get(self) -> Broker:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
         from trading_assets.adapters.brokers.ig import IGBroker
 
         broker = IGBroker(self.username, self.password, self.api_key, acc_type=self.acc_type,
@@ -152,6 +169,8 @@ class TradovateBrokerResource(_GuardedBrokerResource):
     account_spec: str | None = None
 
     def get(self) -> Broker:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
         from trading_assets.adapters.brokers.tradovate import TradovateBroker
 
         broker = TradovateBroker(self.username, self.password, self.app_id, self.app_version,
@@ -176,6 +195,8 @@ class TwelveDataResource(HidesSecrets, MarketDataResource):
     timeout: float = 10.0
 
     def get(self) -> MarketData:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
         from trading_assets.adapters.market_data.twelve_data import BASE_URL, TwelveData
 
         return TwelveData(self.api_key, base_url=self.base_url or BASE_URL,
@@ -183,7 +204,7 @@ class TwelveDataResource(HidesSecrets, MarketDataResource):
                           timezone=self.timezone)
 
 
-class YFinanceResource(MarketDataResource):
+class YFinanceResource(HidesSecrets, MarketDataResource):
     """Yahoo Finance bars through yfinance (no credentials)."""
 
     tz_cache_dir: str | None = None
@@ -191,6 +212,8 @@ class YFinanceResource(MarketDataResource):
     auto_adjust: bool = True
 
     def get(self) -> MarketData:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
         from trading_assets.adapters.market_data.yfinance_provider import YFinanceProvider
 
         return YFinanceProvider(tz_cache_dir=self.tz_cache_dir, timeout=self.timeout,
@@ -210,6 +233,8 @@ class AlpacaBarsResource(HidesSecrets, MarketDataResource):
     rate_limit_per_minute: int = 200
 
     def get(self) -> MarketData:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
         from trading_assets.adapters.market_data.alpaca_bars import AlpacaBars
 
         return AlpacaBars(self.api_key, self.secret_key, url_override=self.url_override,
@@ -231,6 +256,8 @@ class IGPricesResource(HidesSecrets, MarketDataResource):
     timeout: float = 10.0
 
     def get(self) -> MarketData:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
         from trading_assets.adapters.market_data.ig_prices import IGPrices
 
         return IGPrices(self.username, self.password, self.api_key, acc_type=self.acc_type,

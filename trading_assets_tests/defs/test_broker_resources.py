@@ -298,6 +298,16 @@ def test_resource_reprs_mask_secrets() -> None:
         assert "s3cr3t" not in repr(res.get())
 
 
+def test_get_outside_a_run_resolves_env_vars(monkeypatch) -> None:
+    """A script or sensor helper calling `get()` must use the value, not the name."""
+    monkeypatch.setenv("T_TV_PASSWORD", "tv-pw-from-env")
+    monkeypatch.setenv("T_TV_CID", "42")
+    res = TradovateBrokerResource(username="u", password=dg.EnvVar("T_TV_PASSWORD"),
+                                  app_id="a", cid=dg.EnvVar.int("T_TV_CID"), sec="s")
+    inner = res.get().inner
+    assert inner._password == "tv-pw-from-env" and inner._cid == 42
+
+
 def test_resource_config_shows_env_var_names_not_values(monkeypatch) -> None:
     monkeypatch.setenv("T_TV_PASSWORD", "tv-pw-should-stay-hidden")
     res = TradovateBrokerResource(username="u", password=dg.EnvVar("T_TV_PASSWORD"),
