@@ -261,8 +261,18 @@ def test_penalty_ticket_is_waited_out_and_resent_with_the_ticket(tv) -> None:
     assert order.status is OrderStatus.FILLED
     assert 4.0 in fake.clock.sleeps
     assert fake.hammered == 0
-    placed = fake.bodies("/order/placeorder")
-    assert placed[-1].get("p-ticket") and fake.order_count("pen-1") == 1
+    first, resent = fake.bodies("/order/placeorder")
+    assert resent.pop("p-ticket") and resent == first  # identical body plus the ticket
+    assert fake.order_count("pen-1") == 1
+
+
+def test_penalty_ticket_on_login_is_waited_out(tv) -> None:
+    broker, fake = tv
+    fake.fault_rate_limit(times=1, p_time=2, path="accesstokenrequest")
+    assert broker.positions() == []
+    first, resent = fake.bodies("/auth/accesstokenrequest")
+    assert resent.pop("p-ticket") and resent == first
+    assert 2.0 in fake.clock.sleeps and fake.hammered == 0
 
 
 def test_long_penalty_is_raised_not_slept(tv) -> None:
