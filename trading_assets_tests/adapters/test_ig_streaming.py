@@ -1,13 +1,14 @@
-"""IGPriceStream: trading-ig's IGStreamService with its Lightstreamer client stubbed.
+"""IGPriceStream over trading-ig's IGStreamService.
 
-The REST login runs for real against the IG fake; only `LightstreamerClient` (the object
-trading-ig builds inside `create_session`) is replaced, which the wire spec names as the
-acceptable seam. The stub keeps the real `Subscription` objects, so item names, mode and
-fields are what the real client would send.
+Most tests stub `LightstreamerClient` (the object trading-ig builds inside
+`create_session`, the seam the wire spec names): the REST login still runs for real
+against the IG fake and the stub keeps the real `Subscription` objects. The last tests
+run the real Lightstreamer client over WebSocket against `FakeLightstreamer` (TLCP).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 import trading_ig.stream
+from lightstreamer.client import LightstreamerClient as RealLSClient
 
 from trading_assets.adapters.brokers.ig import IGConnection
 from trading_assets.adapters.brokers.ig_streaming import (
@@ -24,7 +26,10 @@ from trading_assets.adapters.brokers.ig_streaming import (
     Tick,
     tick_from_update,
 )
-from trading_assets_tests.fakes.ig import FakeIG
+from trading_assets_tests.fakes.ig import FakeIG, FakeLightstreamer
+
+# The Lightstreamer client passes ssl=None to aiohttp, which aiohttp deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")
 
 EURUSD = "CS.D.EURUSD.MINI.IP"
 GBPUSD = "CS.D.GBPUSD.MINI.IP"
@@ -230,3 +235,63 @@ def test_bad_login_is_not_a_process_exit(fake: FakeIG) -> None:
 
 def test_update_without_time_is_ignored() -> None:
     assert tick_from_update(StubUpdate(f"CHART:{EURUSD}:TICK", {"BID": "1.0"})) is None
+
+
+# --------------------------------------------------------------- real Lightstreamer client
+
+
+@pytest.fixture
+def lightstreamer(fake: FakeIG) -> Iterator[FakeLightstreamer]:
+    def tokens_match(user: str, password: str) -> bool:
+        return user == fake.account_id and any(
+            password == f"CST-{cst}|XST-{xst}" for cst, xst in fake.tokens)
+
+    server = FakeLightstreamer(accept_password=tokens_match).start()
+    fake.lightstreamer_endpoint = server.url
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def real_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trading_ig.stream, "LightstreamerClient", RealLSClient)
+
+
+def test_real_client_over_tlcp_delivers_ticks(
+        fake: FakeIG, lightstreamer: FakeLightstreamer, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_client(monkeypatch)
+    conn = IGConnection(fake.username, fake.password, fake.api_key, base_url=fake.base_url)
+    stream = IGPriceStream(conn, connect_timeout=10)
+    ticks: queue.Queue[Tick] = queue.Queue()
+    try:
+        stream.subscribe([EURUSD], ticks.put)
+        assert stream.status.startswith("CONNECTED")
+        assert lightstreamer.subscribed.wait(10)
+        item = f"CHART:{EURUSD}:TICK"
+        lightstreamer.push(item, {"BID": "1.08501", "OFR": "1.08512", "UTM": "1719824400123"})
+        lightstreamer.push(item, {"BID": "1.08503", "UTM": "1719824401000"})  # OFR unchanged
+        lightstreamer.push(item, {"BID": None, "UTM": "1719824402000"})  # BID null
+        got = [ticks.get(timeout=10) for _ in range(3)]
+    finally:
+        stream.stop()
+    assert got == [
+        Tick(EURUSD, datetime(2024, 7, 1, 9, 0, 0, 123000, tzinfo=UTC), 1.08501, 1.08512),
+        Tick(EURUSD, datetime(2024, 7, 1, 9, 0, 1, tzinfo=UTC), 1.08503, 1.08512),
+        Tick(EURUSD, datetime(2024, 7, 1, 9, 0, 2, tzinfo=UTC), None, 1.08512),
+    ]
+    [(_name, session)] = [r for r in lightstreamer.requests if r[0] == "create_session"]
+    assert session["LS_user"] == fake.account_id
+    adds = [p for n, p in lightstreamer.requests if n == "control" and p.get("LS_op") == "add"]
+    assert adds[0]["LS_mode"] == "DISTINCT" and adds[0]["LS_group"] == f"CHART:{EURUSD}:TICK"
+
+
+def test_real_client_refused_by_the_server_raises(
+        fake: FakeIG, lightstreamer: FakeLightstreamer, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_client(monkeypatch)
+    lightstreamer.accept_password = lambda _user, _password: False
+    conn = IGConnection(fake.username, fake.password, fake.api_key, base_url=fake.base_url)
+    stream = IGPriceStream(conn, connect_timeout=10)
+    with pytest.raises(StreamingError, match="password check failed"):
+        stream.subscribe([EURUSD], lambda tick: None)
+    assert stream.service is None

@@ -33,7 +33,7 @@ import itertools
 import math
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -587,3 +587,167 @@ def make_ig_under_test(**fake_kw: Any) -> Iterator[tuple[Any, FakeIG]]:
         yield broker, fake
     finally:
         fake.stop()
+
+
+# ---------------------------------------------------------------------------- streaming
+
+
+class FakeLightstreamer:
+    """A loopback Lightstreamer server speaking the TLCP-2.4.0 subset IG's stream uses.
+
+    WebSocket `/lightstreamer` (subprotocol `TLCP-2.4.0.lightstreamer.com`): `wsok` ->
+    `WSOK`; `create_session` -> `CONOK` (or `CONERR` when the password is not the
+    expected `CST-…|XST-…`); `control` add/delete -> `REQOK` + `SUBOK`/`UNSUB`. `push()`
+    sends `U,<subId>,<item>,v1|v2|…` to every subscription holding the item.
+    Runs aiohttp on its own event loop in a daemon thread; `stop()` ends it.
+    """
+
+    SUBPROTOCOL = "TLCP-2.4.0.lightstreamer.com"
+
+    def __init__(self, accept_password: Callable[[str, str], bool] | None = None) -> None:
+        self.accept_password = accept_password or (lambda _user, _pw: True)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.sessions: list[dict[str, str]] = []
+        self._subs: dict[tuple[int, str], tuple[Any, list[str], list[str]]] = {}
+        self._loop: Any = None
+        self._thread: threading.Thread | None = None
+        self._runner: Any = None
+        self.port = 0
+        self.subscribed = threading.Event()
+        self._sockets: set[Any] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeLightstreamer:
+        import asyncio
+
+        from aiohttp import web
+
+        ready = threading.Event()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        async def boot() -> None:
+            app = web.Application()
+            app.router.add_get("/lightstreamer", self._ws)
+            self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(boot())
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="fake-lightstreamer", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake Lightstreamer did not start")
+        return self
+
+    def stop(self) -> None:
+        import asyncio
+
+        if self._loop is None:
+            return
+        loop, self._loop = self._loop, None
+
+        async def down() -> None:
+            for ws in list(self._sockets):  # open streams would hold cleanup up
+                await ws.close()
+            await self._runner.cleanup()
+
+        try:
+            asyncio.run_coroutine_threadsafe(down(), loop).result(10)
+        except Exception:  # a slow shutdown must not fail the test that used the fake
+            pass
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
+    @staticmethod
+    def _params(line: str) -> dict[str, str]:
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl(line, keep_blank_values=True))
+
+    async def _ws(self, request: Any) -> Any:
+        from aiohttp import WSMsgType, web
+
+        ws = web.WebSocketResponse(protocols=(self.SUBPROTOCOL,))
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            lines = [ln for ln in msg.data.split("\r\n") if ln]
+            if not lines:
+                continue
+            name = lines[0]
+            if name == "wsok":
+                await ws.send_str("WSOK\r\n")
+                continue
+            for line in lines[1:] or [""]:
+                params = self._params(line)
+                self.requests.append((name, params))
+                await self._handle(ws, name, params)
+        for key in [k for k, v in self._subs.items() if v[0] is ws]:
+            self._subs.pop(key, None)
+        self._sockets.discard(ws)
+        return ws
+
+    async def _handle(self, ws: Any, name: str, p: dict[str, str]) -> None:
+        if name in ("create_session", "bind_session"):
+            if name == "create_session" and not self.accept_password(
+                    p.get("LS_user", ""), p.get("LS_password", "")):
+                await ws.send_str("CONERR,1,User/password check failed\r\n")
+                await ws.close()
+                return
+            self.sessions.append(p)
+            await ws.send_str(f"CONOK,S{len(self.sessions)},50000,50000,*\r\n")
+            await ws.send_str("SERVNAME,Fake IG Lightstreamer\r\n")
+            await ws.send_str("CLIENTIP,127.0.0.1\r\n")
+            await ws.send_str("CONS,unlimited\r\n")
+        elif name == "control":
+            req_id, op = p.get("LS_reqId", "0"), p.get("LS_op")
+            sub_id = int(p.get("LS_subId", "0"))
+            if op == "add":
+                items = p.get("LS_group", "").split(" ")
+                fields = p.get("LS_schema", "").split(" ")
+                self._subs[(id(ws), str(sub_id))] = (ws, items, fields)
+                await ws.send_str(f"REQOK,{req_id}\r\n")
+                await ws.send_str(f"SUBOK,{sub_id},{len(items)},{len(fields)}\r\n")
+                self.subscribed.set()
+            elif op == "delete":
+                self._subs.pop((id(ws), str(sub_id)), None)
+                await ws.send_str(f"REQOK,{req_id}\r\nUNSUB,{sub_id}\r\n")
+            else:
+                await ws.send_str(f"REQOK,{req_id}\r\n")
+        elif name == "heartbeat":
+            pass
+
+    def push(self, item: str, values: dict[str, Any]) -> int:
+        """Send one update of `item` to every subscription of it; returns how many."""
+        import asyncio
+
+        def enc(v: Any) -> str:
+            if v is None:
+                return "#"
+            text = str(v)
+            return "$" if text == "" else text.replace("%", "%25").replace("|", "%7C")
+
+        async def send() -> int:
+            sent = 0
+            for (_ws_id, sub_id), (ws, items, fields) in list(self._subs.items()):
+                if item in items and not ws.closed:
+                    row = "|".join(enc(values[f]) if f in values else "" for f in fields)
+                    await ws.send_str(f"U,{sub_id},{items.index(item) + 1},{row}\r\n")
+                    sent += 1
+            return sent
+
+        assert self._loop is not None, "server not started"
+        return asyncio.run_coroutine_threadsafe(send(), self._loop).result(10)
