@@ -112,13 +112,18 @@ def test_resubmitting_a_client_order_id_never_places_a_second_deal(
     assert len(order_posts(fake)) == 1
 
 
-def test_the_fake_itself_would_accept_a_reused_reference(fake: FakeIG) -> None:
-    """Why the client must check first: IG does not refuse a reused dealReference."""
-    fake._deal({"dealReference": "x", "epic": EPIC, "direction": "BUY", "size": 1,
-                "expiry": "-", "currencyCode": "GBP", "forceOpen": True}, None)
-    fake._deal({"dealReference": "x", "epic": EPIC, "direction": "BUY", "size": 1,
-                "expiry": "-", "currencyCode": "GBP", "forceOpen": True}, None)
-    assert fake.order_count("x") == 2
+def test_the_fake_itself_would_accept_a_reused_reference(
+        broker: IGBroker, fake: FakeIG) -> None:
+    """Why the client must check first: IG does not refuse a reused dealReference, so two
+    raw POSTs (bypassing the broker's lookup) make two deals."""
+    body = {"currencyCode": "GBP", "direction": "BUY", "epic": EPIC, "expiry": "-",
+            "forceOpen": True, "guaranteedStop": False, "level": None, "limitDistance": None,
+            "limitLevel": None, "orderType": "MARKET", "quoteId": None, "size": 1,
+            "stopDistance": None, "stopLevel": None, "trailingStop": False,
+            "trailingStopIncrement": None, "dealReference": "raw-1"}
+    for _ in range(2):
+        assert broker.conn.request("create", "/positions/otc", body, "2").status_code == 200
+    assert fake.order_count("raw-1") == 2
 
 
 @pytest.mark.parametrize("cid", ["", "a" * 31, "has space", "semi;colon", "dot.ted"])
@@ -381,3 +386,37 @@ def test_contract_factory_yields_a_working_pair() -> None:
         f.fault_rate_limit(times=5)
         with pytest.raises(RateLimited):
             b.positions()
+
+
+def test_acc_number_switches_the_session_to_that_account(fake: FakeIG) -> None:
+    fake.account_ids = ["ABC123", "XYZ789"]
+    b = IGBroker(fake.username, fake.password, fake.api_key, acc_number="XYZ789",
+                 base_url=fake.base_url, timeout=0.5, sleep=lambda _s: None)
+    assert b.account().account_id == "XYZ789"
+    assert any(r.method == "PUT" and r.path.endswith("/session") for r in fake.requests)
+    fake.fault_expire_session()  # a new login lands on the default account again...
+    b.submit_order(buy("acct-1"))
+    assert fake.account_id == "XYZ789"  # ...and is switched back before the order
+
+
+def test_unknown_acc_number_fails_loudly(fake: FakeIG) -> None:
+    b = IGBroker(fake.username, fake.password, fake.api_key, acc_number="NOPE",
+                 base_url=fake.base_url, timeout=0.5)
+    with pytest.raises(SessionExpired, match="NOPE"):
+        b.positions()
+    assert order_posts(fake) == []
+
+
+def test_confirmation_lookup_failing_after_accept_is_ambiguous(
+        broker: IGBroker, fake: FakeIG) -> None:
+    broker.positions()
+    real_await = broker._await_confirm
+
+    def broken(ref: str):
+        fake.fault_rate_limit(times=50)
+        return real_await(ref)
+
+    broker._await_confirm = broken  # type: ignore[method-assign]
+    with pytest.raises(AmbiguousOrderError):
+        broker.submit_order(buy("seen-not-confirmed"))
+    assert fake.order_count("seen-not-confirmed") == 1

@@ -99,6 +99,7 @@ class FakeIG(FakeServer):
         super().__init__()
         self.username, self.password, self.api_key = username, password, api_key
         self.account_id, self.currency = account_id, currency
+        self.account_ids = [account_id]  # accounts of this login; account_id is current
         self.balance = balance
         self.margin_factor = margin_factor
         self.state = FakeIGState()
@@ -223,8 +224,8 @@ class FakeIG(FakeServer):
             "currencySymbol": "£",
             "currentAccountId": self.account_id,
             "lightstreamerEndpoint": self.lightstreamer_endpoint,
-            "accounts": [{"accountId": self.account_id, "accountName": "CFD",
-                          "preferred": True, "accountType": "CFD"}],
+            "accounts": [{"accountId": a, "accountName": "CFD", "preferred": i == 0,
+                          "accountType": "CFD"} for i, a in enumerate(self.account_ids)],
             "clientId": "100000001",
             "timezoneOffset": 0,
             "hasActiveDemoAccounts": True,
@@ -242,6 +243,7 @@ class FakeIG(FakeServer):
         if req.headers.get("version") not in ("2", None):
             return _err(400, "fake: only v2 sessions are implemented")
         with self.lock:
+            self.account_id = self.account_ids[0]  # a login lands on the default account
             n = next(self._ids)
             tokens = (f"cst-{n}", f"xst-{n}")
             self.tokens.add(tokens)
@@ -255,6 +257,18 @@ class FakeIG(FakeServer):
                               "timezoneOffset": 0, "locale": "en_GB",
                               "currency": self.currency,
                               "lightstreamerEndpoint": self.lightstreamer_endpoint})
+
+    @route("PUT", PREFIX + "/session")
+    def switch_account(self, req: Request) -> Response:
+        target = (req.json() or {}).get("accountId")
+        if target not in self.account_ids:
+            return _err(400, "error.switch.accountId-invalid")
+        if target == self.account_id:
+            return _err(412, "error.switch.accountId-must-be-different")
+        with self.lock:
+            self.account_id = target
+        return Response(200, {"trailingStopsEnabled": False, "dealingEnabled": True,
+                              "hasActiveDemoAccounts": True, "hasActiveLiveAccounts": False})
 
     @route("DELETE", PREFIX + "/session")
     def logout(self, req: Request) -> Response:
@@ -284,11 +298,11 @@ class FakeIG(FakeServer):
     @route("GET", PREFIX + "/accounts")
     def accounts(self, req: Request) -> Response:
         return Response(200, {"accounts": [{
-            "accountId": self.account_id, "accountName": "CFD", "accountAlias": None,
-            "status": "ENABLED", "accountType": "CFD", "preferred": True,
+            "accountId": a, "accountName": "CFD", "accountAlias": None,
+            "status": "ENABLED", "accountType": "CFD", "preferred": i == 0,
             "balance": self._balance(), "currency": self.currency,
             "canTransferFrom": True, "canTransferTo": True,
-        }]})
+        } for i, a in enumerate(self.account_ids)]})
 
     # ------------------------------------------------------------------ positions
     def _position_json(self, d: FakeDeal) -> dict[str, Any]:

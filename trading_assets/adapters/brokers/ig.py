@@ -171,6 +171,16 @@ class IGConnection:
                                        broker="ig") from exc
             except Exception as exc:  # the library raises bare Exception(errorCode)
                 raise SessionExpired(f"IG login failed: {exc}", broker="ig") from exc
+            current = info.get("currentAccountId")
+            if self.acc_number and current != self.acc_number:
+                # Orders go to the session's current account: make sure it is ours.
+                try:
+                    self.service.switch_account(self.acc_number, False)
+                except Exception as exc:
+                    raise SessionExpired(
+                        f"IG could not switch to account {self.acc_number}: "
+                        f"{_error_code(str(exc))}", broker="ig") from exc
+                info = {**info, "currentAccountId": self.acc_number}
             self.session_info = info
             logger.info("IG session created for account %s", info.get("currentAccountId"))
             return info
@@ -480,7 +490,12 @@ class IGBroker:
                                        f"dealReference: {str(data)[:80]}", broker=self.name)
         except IGTransportError as exc:
             return self._resolve(ref, exc)
-        confirm = self._await_confirm(data["dealReference"])
+        try:
+            confirm = self._await_confirm(data["dealReference"])
+        except BrokerError as exc:  # accepted, but we cannot see the verdict
+            raise AmbiguousOrderError(
+                f"IG accepted deal {ref} but looking up its confirmation failed: {exc}",
+                broker=self.name, reason="confirmation lookup failed") from exc
         if confirm is None:
             raise AmbiguousOrderError(
                 f"IG accepted deal {ref} but no confirmation arrived; look it up later",
