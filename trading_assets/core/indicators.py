@@ -43,8 +43,18 @@ def _check_period(name: str, period: int, minimum: int = 1) -> int:
     return int(period)
 
 
+def _to_float(values: ArrayLike) -> np.ndarray:
+    """float64 ndarray view of the input (no copy when it already is one); pandas NA -> NaN."""
+    if isinstance(values, pd.Series | pd.DataFrame):
+        dtypes = [values.dtype] if isinstance(values, pd.Series) else list(values.dtypes)
+        if any(isinstance(d, pd.api.extensions.ExtensionDtype) for d in dtypes):
+            return values.to_numpy(dtype=np.float64, na_value=np.nan)
+        return values.to_numpy(dtype=np.float64)
+    return np.asarray(values, dtype=np.float64)
+
+
 def _as_float(name: str, inputs: Sequence[ArrayLike]) -> list[np.ndarray]:
-    arrays = [np.asarray(v, dtype=np.float64) for v in inputs]
+    arrays = [_to_float(v) for v in inputs]
     shape = arrays[0].shape
     if any(a.shape != shape for a in arrays):
         raise ValueError(f"{name}: inputs differ in shape: {[a.shape for a in arrays]}")
@@ -273,7 +283,7 @@ def pct_change_over(
     """
     if seconds <= 0:
         raise ValueError(f"pct_change_over: seconds must be > 0, got {seconds}")
-    values = np.asarray(x, dtype=np.float64)
+    values = _to_float(x)
     if values.ndim != 1:
         raise ValueError("pct_change_over expects 1-D input")
     if timestamps is None:
@@ -344,7 +354,7 @@ def resample_ohlc(
     if volume is None:
         vol = _resampler(s, freq).count().astype("float64")
     else:
-        v = pd.Series(np.asarray(volume, dtype=np.float64), index=prices.index)
+        v = pd.Series(_to_float(volume), index=prices.index)
         v.index = v.index.tz_convert("UTC")
         vol = _resampler(v.sort_index(kind="stable"), freq).sum(min_count=1).fillna(0.0)
     missing = bars["close"].isna()
@@ -419,7 +429,7 @@ def lagged_returns(x: np.ndarray | pd.Series, n_lags: int) -> pd.DataFrame | np.
     NaN where the history is too short. Only the past: safe as model input at t.
     """
     n_lags = _check_period("lagged_returns n_lags", n_lags)
-    values = np.asarray(x, dtype=np.float64)
+    values = _to_float(x)
     step = values / _shift(values, 1) - 1.0
     cols = {f"ret_lag{k}": _shift(step, k - 1) for k in range(1, n_lags + 1)}
     return _feature_frame(x, cols)
@@ -431,7 +441,7 @@ def tail_returns(x: np.ndarray | pd.Series, tails: Sequence[int]) -> pd.DataFram
     This is seed 004's "stack of different length tails": the same price history seen
     over short and long look-backs, side by side as model inputs. Past only.
     """
-    values = np.asarray(x, dtype=np.float64)
+    values = _to_float(x)
     cols = {}
     for tail in tails:
         tail = _check_period("tail_returns tail", tail)
@@ -445,6 +455,6 @@ def forward_return(x: np.ndarray | pd.Series, horizon: int) -> np.ndarray | pd.S
     Looks into the future by design; use as a label only, never as a feature.
     """
     horizon = _check_period("forward_return horizon", horizon)
-    values = np.asarray(x, dtype=np.float64)
+    values = _to_float(x)
     out = _shift(values, -horizon) / values - 1.0
     return _wrap(x, out, f"fwd_ret_{horizon}") if isinstance(x, pd.Series) else out

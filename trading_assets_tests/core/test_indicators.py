@@ -93,6 +93,22 @@ def test_panel_ema_is_per_column_with_its_own_warmup(talib):
     np.testing.assert_array_equal(ind.ema(panel.to_numpy(), 20), out.to_numpy())
 
 
+def test_panel_dmi_and_atr_per_symbol(talib):
+    eur = _real_bars("EURUSD_1h").iloc[:300].reset_index(drop=True)
+    goog = _real_bars("GOOG_1d").iloc[:300].reset_index(drop=True)
+    cols = {k: pd.DataFrame({"EURUSD": eur[k], "GOOG": goog[k]}) for k in ("high", "low", "close")}
+    plus, minus, adx = ind.dmi(cols["high"], cols["low"], cols["close"], 14)
+    atr = ind.atr(cols["high"], cols["low"], cols["close"], 14)
+    for out in (plus, minus, adx, atr):
+        assert isinstance(out, pd.DataFrame) and list(out.columns) == ["EURUSD", "GOOG"]
+    for sym, bars in (("EURUSD", eur), ("GOOG", goog)):
+        h, lo, c = (bars[k].to_numpy() for k in ("high", "low", "close"))
+        _assert_same(plus[sym], talib.PLUS_DI(h, lo, c, 14))
+        _assert_same(minus[sym], talib.MINUS_DI(h, lo, c, 14))
+        _assert_same(adx[sym], talib.ADX(h, lo, c, 14))
+        _assert_same(atr[sym], talib.ATR(h, lo, c, 14))
+
+
 # ----------------------------------------------------------------------------- contracts
 
 
@@ -158,6 +174,21 @@ def test_gap_in_one_panel_column_names_the_column():
     panel = np.column_stack([np.arange(10.0), np.r_[np.arange(5.0), np.nan, np.arange(4.0)]])
     with pytest.raises(ValueError, match="column 1"):
         ind.ema(panel, 3)
+
+
+def test_nullable_pandas_input_treats_na_as_leading_nan():
+    x = pd.Series([None, 1.0, 2.0, 3.0, 4.0], dtype="Float64")
+    np.testing.assert_allclose(ind.sma(x, 2), [np.nan, np.nan, 1.5, 2.5, 3.5])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=arrays(np.float64, st.integers(1, 3000), elements=st.floats(-1e4, 1e4)),
+    period=st.integers(1, 50),
+)
+def test_sma_is_the_rolling_mean(x, period):
+    expected = pd.Series(x).rolling(period).mean().to_numpy()
+    np.testing.assert_allclose(ind.sma(x, period), expected, rtol=1e-9, atol=1e-8)
 
 
 def test_bad_periods_are_refused():
