@@ -191,6 +191,18 @@ def test_failure_reason_inside_http_200_is_a_typed_reject(tv) -> None:
     assert broker.positions() == []
 
 
+def test_risk_reject_after_acceptance_is_a_typed_reject_with_the_report(tv) -> None:
+    broker, fake = tv
+    fake.fault_reject_after_accept("MaxPosLimitReached", "Max position limit of 5 reached")
+    with pytest.raises(OrderRejected) as info:
+        broker.submit_order(buy("risk-1"))
+    assert info.value.reason == "MaxPosLimitReached: Max position limit of 5 reached"
+    # the id is taken by the rejected order: a resubmit reports it instead of placing
+    again = broker.submit_order(buy("risk-1"))
+    assert again.status is OrderStatus.REJECTED and "MaxPosLimitReached" in again.reason
+    assert fake.order_count("risk-1") == 1 and broker.positions() == []
+
+
 def test_unknown_contract_is_rejected_with_invalid_contract(tv) -> None:
     broker, _ = tv
     with pytest.raises(OrderRejected) as info:

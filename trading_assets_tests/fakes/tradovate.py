@@ -138,6 +138,7 @@ class TradovateFake(FakeServer):
         self.orders: dict[int, dict[str, Any]] = {}
         self.versions: dict[int, dict[str, Any]] = {}
         self.commands: list[dict[str, Any]] = []
+        self.command_reports: list[dict[str, Any]] = []
         self.fills: list[dict[str, Any]] = []
         self.positions: dict[tuple[int, int], dict[str, Any]] = {}
         self.penalties: dict[str, _Penalty] = {}
@@ -173,6 +174,13 @@ class TradovateFake(FakeServer):
     def fault_reject_next(self, reason: str) -> None:
         """The next order POST is refused inside HTTP 200 (`failureReason`/`failureText`)."""
         self.faults.add("reject", path=ORDER_POSTS, method="POST", reason=reason)
+
+    def fault_reject_after_accept(self, reason: str = "MaxPosLimitReached",
+                                  text: str = "") -> None:
+        """The next order POST answers `{orderId}` but risk rejects the order: it is
+        `Rejected`, and the command report carries `rejectReason`/`text`."""
+        self.faults.add("reject_after_accept", path=r"/v1/order/(placeorder|placeoso)",
+                        method="POST", reason=reason, text=text)
 
     def fault_server_error(self, accepted: bool = False) -> None:
         """The next order POST answers 500 (after executing it if `accepted`)."""
@@ -423,6 +431,22 @@ class TradovateFake(FakeServer):
         gate = self._gate(req)
         return gate if gate is not None else Response(200, list(self.commands))
 
+    @route("GET", r"/v1/command/deps")
+    def command_deps(self, req: Request) -> Response:
+        gate = self._gate(req)
+        if gate is not None:
+            return gate
+        oid = int(req.query.get("masterid", "0"))
+        return Response(200, [c for c in self.commands if c["orderId"] == oid])
+
+    @route("GET", r"/v1/commandReport/deps")
+    def command_report_deps(self, req: Request) -> Response:
+        gate = self._gate(req)
+        if gate is not None:
+            return gate
+        cid = int(req.query.get("masterid", "0"))
+        return Response(200, [r for r in self.command_reports if r["commandId"] == cid])
+
     @route("GET", r"/v1/orderVersion/deps")
     def order_version_deps(self, req: Request) -> Response:
         gate = self._gate(req)
@@ -503,6 +527,17 @@ class TradovateFake(FakeServer):
                                   "failureText": f"Unknown symbol {body['symbol']}"})
         if body["orderType"] == "Market" and contract.price is None:
             return Response(200, {"failureReason": "NoQuote", "failureText": ""})
+        risk = self.faults.take(req, kinds=("reject_after_accept",))
+        if risk is not None:
+            order = self._new_order(acct, contract, body, status="Rejected")
+            command = next(c for c in self.commands if c["orderId"] == order["id"])
+            command["commandStatus"] = "RiskRejected"
+            self.command_reports.append({
+                "id": next(self._ids), "commandId": command["id"],
+                "timestamp": _iso(self._now()), "commandStatus": "RiskRejected",
+                "rejectReason": risk.params["reason"], "text": risk.params["text"],
+                "ordStatus": "Rejected"})
+            return self._finish({"orderId": order["id"]}, late, error_after)
         entry = self._new_order(acct, contract, body)
         payload: dict[str, Any] = {"orderId": entry["id"]}
         if oso:

@@ -377,6 +377,7 @@ class TradovateBroker:
             status = OrderStatus.FILLED if filled else OrderStatus.CANCELED
         elif status is OrderStatus.ACCEPTED and filled:
             status = OrderStatus.PARTIALLY_FILLED
+        reason = self._reject_reason(order_id) if status is OrderStatus.REJECTED else None
         return Order(
             client_order_id=client_order_id,
             broker_order_id=str(order_id),
@@ -388,7 +389,25 @@ class TradovateBroker:
             filled_avg_price=avg,
             submitted_at=_parse_time(o.get("timestamp")),
             filled_at=_parse_time(fills[-1].get("timestamp")) if fills else None,
+            reason=reason,
         )
+
+    def _reject_reason(self, order_id: int) -> str | None:
+        """Why an accepted order ended `Rejected`: the command report of its New command."""
+        try:
+            commands = self._call("GET", "/command/deps", params={"masterid": order_id}) or []
+            new = next((c for c in commands if c.get("commandType") == "New"), None)
+            if new is None:
+                return None
+            reports = self._call("GET", "/commandReport/deps",
+                                 params={"masterid": new["id"]}) or []
+        except BrokerError:
+            return None
+        for r in reversed(reports):
+            words = ": ".join(x for x in (r.get("rejectReason"), r.get("text")) if x)
+            if words:
+                return words
+        return None
 
     # ================================================================ Broker protocol
     def account(self) -> Account:
@@ -449,11 +468,17 @@ class TradovateBroker:
                             broker=self.name))
         self._known[request.client_order_id] = int(order_id)
         try:
-            return self._order(int(order_id), request.client_order_id)
+            order = self._order(int(order_id), request.client_order_id)
         except BrokerError:
             log.warning("Tradovate order %s placed; status read-back failed", order_id)
             return Order(request.client_order_id, str(order_id), request.symbol, request.side,
                          request.qty, OrderStatus.NEW, submitted_at=self._now())
+        if order.status is OrderStatus.REJECTED:  # accepted by the API, refused by risk
+            raise OrderRejected(
+                f"Tradovate rejected order {request.client_order_id}: "
+                f"{order.reason or 'Rejected'}", broker=self.name,
+                reason=order.reason or "Rejected")
+        return order
 
     def cancel_order(self, client_order_id: str) -> Order | None:
         order_id = self._find_order_id(client_order_id)
