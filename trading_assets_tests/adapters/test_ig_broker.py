@@ -15,6 +15,7 @@ from trading_assets.adapters.brokers.ig import IGBroker
 from trading_assets.core.ports import (
     AmbiguousOrderError,
     Broker,
+    BrokerError,
     OrderRejected,
     OrderRequest,
     OrderStatus,
@@ -420,3 +421,14 @@ def test_confirmation_lookup_failing_after_accept_is_ambiguous(
     with pytest.raises(AmbiguousOrderError):
         broker.submit_order(buy("seen-not-confirmed"))
     assert fake.order_count("seen-not-confirmed") == 1
+
+
+def test_kyc_refusal_on_an_order_is_a_clear_error_not_an_ambiguity(
+        broker: IGBroker, fake: FakeIG) -> None:
+    fake.fault_error(403, "error.public-api.failure.kyc.required",
+                     path=r"/positions/otc$", method="POST")
+    with pytest.raises(BrokerError) as info:
+        broker.submit_order(buy("kyc-1"))
+    assert not isinstance(info.value, AmbiguousOrderError)
+    assert info.value.reason == "error.public-api.failure.kyc.required"
+    assert fake.order_count() == 0

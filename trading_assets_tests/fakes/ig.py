@@ -14,6 +14,7 @@ Every scripted fault changes what goes over the wire:
 
     fault_expire_session()         tokens revoked: next call gets 401 client-token-invalid
     fault_rate_limit(times)        403 error.public-api.exceeded-account(-trading)-allowance
+    fault_error(status, code)      any other IG error answer (e.g. 403 KYC required)
     fault_timeout_after_accept()   the deal is stored, the answer comes after the client gave up
     fault_reject_next(reason)      HTTP 200 + confirmation dealStatus REJECTED
     fault_server_error(accept)     500 on the next order POST (deal stored or not)
@@ -154,6 +155,12 @@ class FakeIG(FakeServer):
         """The next `times` authenticated requests get 403 with an allowance errorCode."""
         self.faults.add("rate_limit", times=times, code=code)
 
+    def fault_error(self, status: int, code: str, *, path: str | None = None,
+                    method: str | None = None, times: int = 1) -> None:
+        """Any IG error answer (`{"errorCode": code}` with `status`) on matching requests."""
+        self.faults.add("error", path=path, method=method, times=times,
+                        status=status, code=code)
+
     def fault_timeout_after_accept(self) -> None:
         """Accept and store the next deal, then answer after `slow_delay` seconds."""
         self.faults.add("timeout_after_accept", path=r"/positions/otc$", method="POST")
@@ -204,11 +211,13 @@ class FakeIG(FakeServer):
                 with self.lock:
                     self.requests.append(req)
                 return _err(401, "error.security.client-token-invalid")
-            fault = self.faults.take(req, kinds=("rate_limit",))
+            fault = self.faults.take(req, kinds=("rate_limit", "error"))
             if fault is not None:
                 with self.lock:
                     self.requests.append(req)
                 code = fault.params["code"]
+                if fault.kind == "error":
+                    return _err(fault.params["status"], code)
                 if req.method == "POST" and path.endswith("/positions/otc") and \
                         code == "error.public-api.exceeded-account-allowance":
                     code = "error.public-api.exceeded-account-trading-allowance"

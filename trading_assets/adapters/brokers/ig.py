@@ -45,6 +45,7 @@ from trading_ig.rest import (
     ApiExceededException,
     IGException,
     IGService,
+    KycRequiredException,
     TokenInvalidException,
 )
 from trading_ig.utils import token_invalid
@@ -247,6 +248,10 @@ class IGConnection:
                 else:
                     raise BrokerError(f"IG error: {_error_code(text)}", broker="ig",
                                       reason=_error_code(text)) from exc
+            except KycRequiredException as exc:
+                raise BrokerError("IG wants its periodic KYC check completed in the web "
+                                  "platform before dealing", broker="ig",
+                                  reason="error.public-api.failure.kyc.required") from exc
             except requests.RequestException as exc:
                 raise IGTransportError(f"IG request failed: {type(exc).__name__}",
                                        broker="ig") from exc
