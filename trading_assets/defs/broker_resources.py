@@ -107,6 +107,16 @@ class _GuardedBrokerResource(HidesSecrets, BrokerResource):
                              kill_switch=self.kill_switch)
 
 
+class GuardedPaperBrokerResource(PaperBrokerResource):
+    """The paper broker behind the same kill switch as the real ones (paper is never
+    real money, so the live gate does not apply)."""
+
+    kill_switch: bool = False
+
+    def get(self) -> Broker:
+        return GuardedBroker(super().get(), live=False, kill_switch=self.kill_switch)
+
+
 class AlpacaBrokerResource(_GuardedBrokerResource):
     """Alpaca (US equities) through alpaca-py; paper account unless `paper=False`."""
 
@@ -280,7 +290,7 @@ def broker_resource(name: str, *, flow: str = "default", base: Path | None = Non
     live_trading = env_flag("TRADING_LIVE_TRADING")
     if name == "paper":
         base = Path(base) if base is not None else data_dir()
-        return PaperBrokerResource(state_path=str(base / f"paper_{flow}.sqlite"))
+        return GuardedPaperBrokerResource(state_path=str(base / f"paper_{flow}.sqlite"))
     if name == "alpaca":
         return AlpacaBrokerResource(
             api_key=dg.EnvVar("ALPACA_API_KEY"), secret_key=dg.EnvVar("ALPACA_SECRET_KEY"),

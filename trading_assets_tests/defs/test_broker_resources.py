@@ -87,6 +87,17 @@ def test_paper_state_is_per_flow_under_the_data_dir(tmp_path) -> None:
     assert res.state_path == str(tmp_path / "paper_trend_dmi.sqlite")
 
 
+def test_paper_broker_obeys_the_kill_switch_too(tmp_path, monkeypatch) -> None:
+    broker = broker_resource_for_flow("ma_crossover", base=tmp_path).get()
+    assert isinstance(broker, GuardedBroker) and broker.name == "paper"
+    order = OrderRequest("p-1", "AAPL", Side.BUY, 1, reference_price=100.0)
+    monkeypatch.setenv("TRADING_KILL_SWITCH", "1")
+    with pytest.raises(KillSwitchEngaged):
+        broker.submit_order(order)
+    monkeypatch.delenv("TRADING_KILL_SWITCH")
+    assert broker.submit_order(order).filled_qty == 1
+
+
 def test_production_resources_take_secrets_from_env_vars_and_default_to_demo() -> None:
     tv = broker_resource("tradovate")
     assert tv.environment == "demo" and tv.live_trading is False
