@@ -186,8 +186,8 @@ def true_range(h: np.ndarray, lo: np.ndarray, c: np.ndarray, out: np.ndarray) ->
 def atr(h: np.ndarray, lo: np.ndarray, c: np.ndarray, period: int, out: np.ndarray) -> int:
     """TA-Lib ATR: Wilder smoothing of the true range, seeded with its first SMA.
 
-    One pass: true ranges are computed four at a time and fed straight into the
-    unrolled recurrence (see `_linear_recurrence`).
+    Chunk by chunk: the chunk's true ranges go straight into `out` (a loop the compiler
+    vectorises), then are smoothed in place while still in cache.
     """
     n = h.shape[0]
     begin = first_valid3(h, lo, c)
@@ -203,31 +203,18 @@ def atr(h: np.ndarray, lo: np.ndarray, c: np.ndarray, period: int, out: np.ndarr
     out[seed_at] = y
     a = (period - 1.0) / period
     b = 1.0 / period
-    a2 = a * a
-    a3 = a2 * a
-    a4 = a3 * a
-    hh, ll, cc, oo = h[seed_at:], lo[seed_at:], c[seed_at:], out[seed_at:]
-    m = hh.shape[0]
-    i = 1
-    while i + 3 < m:
-        b1 = b * _tr(hh[i], ll[i], cc[i - 1])
-        b2 = b * _tr(hh[i + 1], ll[i + 1], cc[i])
-        b3 = b * _tr(hh[i + 2], ll[i + 2], cc[i + 1])
-        b4 = b * _tr(hh[i + 3], ll[i + 3], cc[i + 2])
-        c2 = a * b1 + b2
-        c3 = a * c2 + b3
-        c4 = a * c3 + b4
-        oo[i] = a * y + b1
-        oo[i + 1] = a2 * y + c2
-        oo[i + 2] = a3 * y + c3
-        y = a4 * y + c4
-        oo[i + 3] = y
-        i += 4
-    while i < m:
-        y = a * y + b * _tr(hh[i], ll[i], cc[i - 1])
-        oo[i] = y
-        i += 1
+    start = seed_at + 1
+    while start < n:
+        stop = min(start + _CHUNK, n)
+        hh, ll, pc, dest = h[start:stop], lo[start:stop], c[start - 1 : stop - 1], out[start:stop]
+        for k in range(dest.shape[0]):
+            dest[k] = _tr(hh[k], ll[k], pc[k])
+        y = _linear_recurrence(y, dest, a, b, dest)
+        start = stop
     return OK if np.isfinite(y) else NON_FINITE
+
+
+_CHUNK = 512
 
 
 @njit(cache=True)
@@ -264,11 +251,12 @@ def dmi(
 ) -> int:
     """TA-Lib PLUS_DI, MINUS_DI and ADX in one pass.
 
-    Wilder *sums* of +DM, -DM and TR (first `period-1` moves summed, then
-    s = s - s/period + v); DI = 100*DM/TR (0 when TR is ~0); DX = 100*|+DI - -DI|/(+DI + -DI);
-    ADX = mean of the first `period` DX, then Wilder-averaged. DI is defined from
-    begin+period, ADX from begin+2*period-1. As in TA-Lib, a DX with TR or DI sum ~0 is
-    left out of the seed sum (still divided by `period`) and does not move the ADX.
+    Wilder *sums* of +DM, -DM and TR: the first `period-1` moves summed, then
+    s = s*(1 - 1/period) + v (TA-Lib's s - s/period + v, up to rounding).
+    DI = 100*DM/TR (0 when TR is ~0); DX = 100*|+DI - -DI|/(+DI + -DI); ADX = mean of the
+    first `period` DX, then Wilder-averaged. DI is defined from begin+period, ADX from
+    begin+2*period-1. As in TA-Lib, a DX with TR or DI sum ~0 is left out of the seed sum
+    (still divided by `period`) and does not move the ADX.
     """
     n = h.shape[0]
     begin = first_valid3(h, lo, c)
@@ -303,22 +291,32 @@ def dmi(
     y = sum_dx / period
     if adx_at < n:
         adx[adx_at] = y
-    if adx_at >= n:
-        return OK if np.isfinite(tr) else NON_FINITE
-    # the hot loop, over views starting at the ADX seed so indices start at a constant
-    hh, ll, cc = h[adx_at:], lo[adx_at:], c[adx_at:]
-    pp, mm, aa = plus_di[adx_at:], minus_di[adx_at:], adx[adx_at:]
-    for i in range(1, hh.shape[0]):
-        p_add, m_add = _directional(hh[i] - hh[i - 1], ll[i - 1] - ll[i])
-        p_dm = p_dm * decay + p_add
-        m_dm = m_dm * decay + m_add
-        tr = tr * decay + _tr(hh[i], ll[i], cc[i - 1])
-        pdi, mdi, dx, dx_ok = _di_dx(p_dm, m_dm, tr)
-        pp[i] = pdi
-        mm[i] = mdi
-        if dx_ok:
-            y = y * decay + dx * inv_period
-        aa[i] = y
+    # The hot loop, chunk by chunk: first each bar's +DM, -DM and true range go into the
+    # outputs (a branch-free loop the compiler vectorises), then the Wilder sums, DI and
+    # ADX run over them in place while the chunk is in cache.
+    start = adx_at + 1
+    while start < n:
+        stop = min(start + _CHUNK, n)
+        h1, h0 = h[start:stop], h[start - 1 : stop - 1]
+        l1, l0 = lo[start:stop], lo[start - 1 : stop - 1]
+        c0 = c[start - 1 : stop - 1]
+        pb, mb, ab = plus_di[start:stop], minus_di[start:stop], adx[start:stop]
+        for k in range(pb.shape[0]):
+            p_add, m_add = _directional(h1[k] - h0[k], l0[k] - l1[k])
+            pb[k] = p_add
+            mb[k] = m_add
+            ab[k] = _tr(h1[k], l1[k], c0[k])
+        for k in range(pb.shape[0]):
+            p_dm = p_dm * decay + pb[k]
+            m_dm = m_dm * decay + mb[k]
+            tr = tr * decay + ab[k]
+            pdi, mdi, dx, dx_ok = _di_dx(p_dm, m_dm, tr)
+            pb[k] = pdi
+            mb[k] = mdi
+            if dx_ok:
+                y = y * decay + dx * inv_period
+            ab[k] = y
+        start = stop
     return OK if np.isfinite(tr) else NON_FINITE
 
 
