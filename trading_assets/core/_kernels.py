@@ -144,8 +144,10 @@ def sma(x: np.ndarray, period: int, out: np.ndarray) -> int:
         for j in range(entering.shape[0]):
             total += entering[j] - leaving[j]
             dest[j] = total * inv
+        if not np.isfinite(total):  # checked per block: the next re-sum would forget it
+            return NON_FINITE
         i = stop
-    return OK if np.isfinite(total) else NON_FINITE
+    return OK
 
 
 _RESUM = 1024

@@ -170,9 +170,33 @@ def test_a_gap_after_the_start_raises(call):
         call(x)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(40, 5000),
+    data=st.data(),
+    bad=st.sampled_from([np.nan, np.inf]),
+)
+def test_a_gap_anywhere_in_a_long_series_raises(n, data, bad):
+    x = 100.0 + np.sin(np.arange(n))
+    first = data.draw(st.integers(0, 10), label="leading NaNs")
+    x[:first] = np.nan
+    x[data.draw(st.integers(first + 1, n - 1), label="gap at")] = bad
+    for call in (
+        lambda: ind.ema(x, 5),
+        lambda: ind.sma(x, 5),
+        lambda: ind.wilder(x, 5),
+        lambda: ind.atr(x + 1, x - 1, x, 5),
+        lambda: ind.dmi(x + 1, x - 1, x, 5),
+        lambda: ind.true_range(x + 1, x - 1, x),
+    ):
+        with pytest.raises(ValueError, match="only leading NaNs"):
+            call()
+
+
 def test_gap_in_one_panel_column_names_the_column():
-    panel = np.column_stack([np.arange(10.0), np.r_[np.arange(5.0), np.nan, np.arange(4.0)]])
-    with pytest.raises(ValueError, match="column 1"):
+    gappy = np.r_[np.arange(5.0), np.nan, np.arange(4.0)]
+    panel = pd.DataFrame({"TQQQ": np.arange(10.0), "SQQQ": gappy})
+    with pytest.raises(ValueError, match="'SQQQ'"):
         ind.ema(panel, 3)
 
 
