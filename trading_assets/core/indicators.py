@@ -25,7 +25,7 @@ on its first call rather than a compile.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -169,9 +169,15 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14) -> 
     return _wrap(close, out, "atr")
 
 
-def dmi(
-    high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14
-) -> tuple[ArrayLike, ArrayLike, ArrayLike]:
+class DMI(NamedTuple):
+    """The three directional-movement lines; unpacks like a plain tuple."""
+
+    plus_di: ArrayLike
+    minus_di: ArrayLike
+    adx: ArrayLike
+
+
+def dmi(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int = 14) -> DMI:
     """Directional movement: (+DI, -DI, ADX), equal to TA-Lib PLUS_DI, MINUS_DI, ADX.
 
     Computed in one pass. +DI/-DI are defined from bar `period`, ADX from bar
@@ -181,7 +187,7 @@ def dmi(
     """
     period = _check_period("dmi", period, minimum=2)
     plus, minus, adx_ = _run("dmi", _kernels.dmi, [high, low, close], (period,), n_out=3)
-    return (
+    return DMI(
         _wrap(close, plus, "plus_di"),
         _wrap(close, minus, "minus_di"),
         _wrap(close, adx_, "adx"),

@@ -97,7 +97,9 @@ def test_panel_dmi_and_atr_per_symbol(talib):
     eur = _real_bars("EURUSD_1h").iloc[:300].reset_index(drop=True)
     goog = _real_bars("GOOG_1d").iloc[:300].reset_index(drop=True)
     cols = {k: pd.DataFrame({"EURUSD": eur[k], "GOOG": goog[k]}) for k in ("high", "low", "close")}
-    plus, minus, adx = ind.dmi(cols["high"], cols["low"], cols["close"], 14)
+    lines = ind.dmi(cols["high"], cols["low"], cols["close"], 14)
+    plus, minus, adx = lines
+    assert lines.adx is adx
     atr = ind.atr(cols["high"], cols["low"], cols["close"], 14)
     for out in (plus, minus, adx, atr):
         assert isinstance(out, pd.DataFrame) and list(out.columns) == ["EURUSD", "GOOG"]
