@@ -1,9 +1,10 @@
 """The compiled simulation loop behind `core.backtest` (the rules are documented there).
 
-One pass over the panel, bars outer and symbols inner, so the C-ordered timestamp x symbol
-arrays are read sequentially and the per-symbol state stays in cache. Each symbol is its
-own sleeve of cash, so symbols never interact and the order of the inner loop cannot
-change a result. Arithmetic is written in the same order as the paper broker's
+Each symbol is its own sleeve of cash, so symbols never interact: the loop runs symbol by
+symbol with the whole state in local scalars (registers), down each column of the
+timestamp x symbol panels. Column-major (Fortran-ordered) panels make that a sequential
+read; they are also what a bar frame sorted by (symbol, timestamp) reshapes into for free.
+Arithmetic is written in the same order as the paper broker's
 (`cash - (qty * fill + commission)`), which is what lets backtest and live agree to the cent.
 """
 
@@ -43,22 +44,6 @@ REASON_TIME = 3
 REASON_OPEN = 4  # still open at the last bar, marked at its last close
 REASONS = ("signal", "take_profit", "stop_loss", "time", "open")
 
-# ----------------------------------------------------------------- per-symbol state columns
-_DIR = 0  # -1 short, 0 flat, +1 long
-_QTY = 1  # unsigned
-_CASH = 2
-_ENTRY_BAR = 3
-_ENTRY_REF = 4
-_ENTRY_FILL = 5
-_ENTRY_COMM = 6
-_HELD = 7  # completed bars since the entry fill
-_BLOCK = 8  # direction a forced exit blocks until the signal leaves it
-_PENDING = 9  # next_open mode: last bar's signal, to fill at this bar's open
-_LAST = 10  # last valid close
-_TP = 11
-_SL = 12
-_N_STATE = 13
-
 
 @njit(cache=True)
 def _grow(trades: np.ndarray) -> np.ndarray:
@@ -68,129 +53,190 @@ def _grow(trades: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _exit(st, s, t, ref, slipped, reason, slip, comm_share, comm_rate, trades, nt):
-    direction = st[s, _DIR]
-    qty = st[s, _QTY]
+def _record(out, nt, s, direction, qty, entry_bar, entry_ref, entry_fill, commission,
+            t, exit_ref, exit_fill, reason, held):
+    rec = out[nt]
+    rec[TR_SYMBOL] = s
+    rec[TR_DIRECTION] = direction
+    rec[TR_QTY] = qty
+    rec[TR_ENTRY_BAR] = entry_bar
+    rec[TR_ENTRY_REF] = entry_ref
+    rec[TR_ENTRY_FILL] = entry_fill
+    rec[TR_EXIT_BAR] = t
+    rec[TR_EXIT_REF] = exit_ref
+    rec[TR_EXIT_FILL] = exit_fill
+    rec[TR_COMMISSION] = commission
+    rec[TR_SLIPPAGE] = qty * abs(entry_fill - entry_ref) + qty * abs(exit_fill - exit_ref)
+    rec[TR_GROSS_PNL] = direction * qty * (exit_ref - entry_ref)
+    rec[TR_PNL] = direction * qty * (exit_fill - entry_fill) - commission
+    rec[TR_REASON] = reason
+    rec[TR_BARS_HELD] = held
+
+
+@njit(cache=True)
+def _close_trade(out, nt, s, t, direction, qty, entry_bar, entry_ref, entry_fill,
+                 entry_comm, held, ref, slipped, reason, cash, slip, comm_share, comm_rate):
+    """Exit the whole position at `ref` (moved by slippage if `slipped`); new cash."""
     fill = ref
     if slipped:
         fill = ref * (1 - slip) if direction > 0 else ref * (1 + slip)
     commission = comm_share * qty + qty * fill * comm_rate
-    if direction > 0:
-        st[s, _CASH] = st[s, _CASH] + qty * fill - commission
-    else:
-        st[s, _CASH] = st[s, _CASH] - (qty * fill + commission)
-    if nt == trades.shape[0]:
-        trades = _grow(trades)
-    entry_fill = st[s, _ENTRY_FILL]
-    entry_ref = st[s, _ENTRY_REF]
-    total_comm = st[s, _ENTRY_COMM] + commission
-    rec = trades[nt]
-    rec[TR_SYMBOL] = s
-    rec[TR_DIRECTION] = direction
-    rec[TR_QTY] = qty
-    rec[TR_ENTRY_BAR] = st[s, _ENTRY_BAR]
-    rec[TR_ENTRY_REF] = entry_ref
-    rec[TR_ENTRY_FILL] = entry_fill
-    rec[TR_EXIT_BAR] = t
-    rec[TR_EXIT_REF] = ref
-    rec[TR_EXIT_FILL] = fill
-    rec[TR_COMMISSION] = total_comm
-    rec[TR_SLIPPAGE] = qty * abs(entry_fill - entry_ref) + qty * abs(fill - ref)
-    rec[TR_GROSS_PNL] = direction * qty * (ref - entry_ref)
-    rec[TR_PNL] = direction * qty * (fill - entry_fill) - total_comm
-    rec[TR_REASON] = reason
-    rec[TR_BARS_HELD] = st[s, _HELD]
-    st[s, _DIR] = 0.0
-    st[s, _QTY] = 0.0
-    return trades, nt + 1
+    # same operation order as the paper broker: sells add proceeds, buys subtract cost
+    cash = cash + qty * fill - commission if direction > 0 else cash - (qty * fill + commission)
+    _record(out, nt, s, direction, qty, entry_bar, entry_ref, entry_fill,
+            entry_comm + commission, t, ref, fill, reason, held)
+    return nt + 1, cash
 
 
 @njit(cache=True)
-def _enter(st, s, t, ref, direction, size, size_is_shares, whole_shares, slip, comm_share,
-           comm_rate, tp, sl):
-    qty = size if size_is_shares else size * st[s, _CASH] / ref
+def _open_trade(cash, ref, direction, size, size_is_shares, whole_shares, slip, comm_share,
+                comm_rate, tp, sl):
+    """Size and fill an entry: (qty, fill, commission, cash, tp level, sl level); qty 0
+    means no trade."""
+    qty = size if size_is_shares else size * cash / ref
     if whole_shares:
         qty = np.floor(qty)
     if not qty > 0 or not np.isfinite(qty):
-        return
+        return 0.0, 0.0, 0.0, cash, 0.0, 0.0
     fill = ref * (1 + slip) if direction > 0 else ref * (1 - slip)
     commission = comm_share * qty + qty * fill * comm_rate
     if direction > 0:
-        st[s, _CASH] = st[s, _CASH] - (qty * fill + commission)
-        st[s, _TP] = fill * (1 + tp)
-        st[s, _SL] = fill * (1 - sl)
-    else:
-        st[s, _CASH] = st[s, _CASH] + qty * fill - commission
-        st[s, _TP] = fill * (1 - tp)
-        st[s, _SL] = fill * (1 + sl)
-    st[s, _DIR] = direction
-    st[s, _QTY] = qty
-    st[s, _ENTRY_BAR] = t
-    st[s, _ENTRY_REF] = ref
-    st[s, _ENTRY_FILL] = fill
-    st[s, _ENTRY_COMM] = commission
-    st[s, _HELD] = 0.0
+        cash = cash - (qty * fill + commission)
+        return qty, fill, commission, cash, fill * (1 + tp), fill * (1 - sl)
+    cash = cash + qty * fill - commission
+    return qty, fill, commission, cash, fill * (1 - tp), fill * (1 + sl)
 
 
 @njit(cache=True)
-def _stops(st, s, t, o, h, lo, use_range, use_tp, use_sl, slip, comm_share, comm_rate,
-           trades, nt):
-    """Take-profit / stop-loss for an open position: an open beyond a level fills at the
-    open; otherwise, if the bar's range reaches both levels, the stop wins."""
-    direction = st[s, _DIR]
-    sl_level = st[s, _SL]
-    tp_level = st[s, _TP]
-    reason = -1
-    ref = 0.0
+def _stop_hit(direction, o, h, lo, tp_level, sl_level, use_range, use_tp, use_sl):
+    """(reason, price) of a take-profit/stop-loss exit, reason -1 if none. An open beyond
+    a level fills at the open; if the bar's range reaches both levels the stop wins."""
     if direction > 0:
         if use_sl and o <= sl_level:
-            reason, ref = REASON_STOP_LOSS, o
-        elif use_tp and o >= tp_level:
-            reason, ref = REASON_TAKE_PROFIT, o
-        elif use_range and use_sl and lo <= sl_level:
-            reason, ref = REASON_STOP_LOSS, sl_level
-        elif use_range and use_tp and h >= tp_level:
-            reason, ref = REASON_TAKE_PROFIT, tp_level
+            return REASON_STOP_LOSS, o
+        if use_tp and o >= tp_level:
+            return REASON_TAKE_PROFIT, o
+        if use_range and use_sl and lo <= sl_level:
+            return REASON_STOP_LOSS, sl_level
+        if use_range and use_tp and h >= tp_level:
+            return REASON_TAKE_PROFIT, tp_level
     else:
         if use_sl and o >= sl_level:
-            reason, ref = REASON_STOP_LOSS, o
-        elif use_tp and o <= tp_level:
-            reason, ref = REASON_TAKE_PROFIT, o
-        elif use_range and use_sl and h >= sl_level:
-            reason, ref = REASON_STOP_LOSS, sl_level
-        elif use_range and use_tp and lo <= tp_level:
-            reason, ref = REASON_TAKE_PROFIT, tp_level
-    if reason >= 0:
-        # a stop is a market order (pays slippage); a take-profit is a limit order
-        trades, nt = _exit(st, s, t, ref, reason == REASON_STOP_LOSS, reason, slip,
-                           comm_share, comm_rate, trades, nt)
-        st[s, _BLOCK] = direction
-    return trades, nt
+            return REASON_STOP_LOSS, o
+        if use_tp and o <= tp_level:
+            return REASON_TAKE_PROFIT, o
+        if use_range and use_sl and h >= sl_level:
+            return REASON_STOP_LOSS, sl_level
+        if use_range and use_tp and lo <= tp_level:
+            return REASON_TAKE_PROFIT, tp_level
+    return -1, 0.0
 
 
 @njit(cache=True)
-def _decide(st, s, t, ref, g, allow_short, max_bars, size, size_is_shares, whole_shares,
-            slip, comm_share, comm_rate, tp, sl, trades, nt):
-    """One fill moment: holding-period exit, then the signal (exit and/or entry)."""
-    direction = st[s, _DIR]
-    if direction != 0 and max_bars > 0 and st[s, _HELD] >= max_bars:
-        trades, nt = _exit(st, s, t, ref, True, REASON_TIME, slip, comm_share, comm_rate,
-                           trades, nt)
-        st[s, _BLOCK] = direction
-        direction = 0.0
-    if g == g:  # not NaN: the signal has an opinion
-        if g < 0 and not allow_short:
-            g = 0.0
-        if g != st[s, _BLOCK]:
-            st[s, _BLOCK] = 0.0
-        if st[s, _BLOCK] == 0 and g != direction:
-            if direction != 0:
-                trades, nt = _exit(st, s, t, ref, True, REASON_SIGNAL, slip, comm_share,
-                                   comm_rate, trades, nt)
-            if g != 0:
-                _enter(st, s, t, ref, g, size, size_is_shares, whole_shares, slip,
-                       comm_share, comm_rate, tp, sl)
-    return trades, nt
+def _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, out, nt,
+                     fill_at_close, cash, size, size_is_shares, whole_shares, slip,
+                     comm_share, comm_rate, tp, sl, max_bars, allow_short):
+    """One symbol's sleeve down its column; its trades go to `out` from row `nt` on
+    (needs room for one per bar: every trade has its own entry bar). Returns the new
+    trade count."""
+    n_bars = close.shape[0]
+    use_tp = tp > 0
+    use_sl = sl > 0
+    use_stops = use_tp or use_sl
+    direction = 0.0
+    qty = 0.0
+    entry_bar = 0
+    entry_ref = 0.0
+    entry_fill = 0.0
+    entry_comm = 0.0
+    tp_level = 0.0
+    sl_level = 0.0
+    held = 0
+    block = 0.0  # direction a forced exit blocks until the signal leaves it
+    pending = np.nan  # next_open: the last bar's signal, filled at this bar's open
+    last = np.nan
+    for t in range(n_bars):
+        c = close[t, s]
+        o = open_[t, s]
+        h = high[t, s]
+        lo = low[t, s]
+        if np.isfinite(c) and np.isfinite(o) and np.isfinite(h) and np.isfinite(lo):
+            if fill_at_close and direction != 0:
+                held += 1
+            # stops before the fill: for next-open fills only a gap at the open can hit
+            # before the open's fill; for close fills the whole bar comes first
+            if use_stops and direction != 0:
+                reason, px = _stop_hit(direction, o, h, lo, tp_level, sl_level, fill_at_close,
+                                       use_tp, use_sl)
+                if reason >= 0:
+                    # a stop is a market order (pays slippage); a take-profit a limit order
+                    nt, cash = _close_trade(
+                        out, nt, s, t, direction, qty, entry_bar, entry_ref, entry_fill,
+                        entry_comm, held, px, reason == REASON_STOP_LOSS, reason, cash,
+                        slip, comm_share, comm_rate)
+                    block = direction
+                    direction = 0.0
+            # the fill moment: holding-period exit, then the signal
+            if fill_at_close:
+                ref = c
+                g = signal[t, s]
+            else:
+                ref = o
+                g = pending
+                pending = signal[t, s]
+            if direction != 0 and max_bars > 0 and held >= max_bars:
+                nt, cash = _close_trade(
+                    out, nt, s, t, direction, qty, entry_bar, entry_ref, entry_fill,
+                    entry_comm, held, ref, True, REASON_TIME, cash, slip, comm_share,
+                    comm_rate)
+                block = direction
+                direction = 0.0
+            if g == g:  # not NaN: the signal has an opinion
+                g = 1.0 if g > 0 else (-1.0 if g < 0 else 0.0)
+                if g < 0 and not allow_short:
+                    g = 0.0
+                if g != block:
+                    block = 0.0
+                if block == 0 and g != direction:
+                    if direction != 0:
+                        nt, cash = _close_trade(
+                            out, nt, s, t, direction, qty, entry_bar, entry_ref, entry_fill,
+                            entry_comm, held, ref, True, REASON_SIGNAL, cash, slip,
+                            comm_share, comm_rate)
+                        direction = 0.0
+                    if g != 0:
+                        q, f, cm, cash2, tpl, sll = _open_trade(
+                            cash, ref, g, size, size_is_shares, whole_shares, slip,
+                            comm_share, comm_rate, tp, sl)
+                        if q > 0:
+                            direction, qty, entry_fill, entry_comm = g, q, f, cm
+                            cash, tp_level, sl_level = cash2, tpl, sll
+                            entry_bar, entry_ref, held = t, ref, 0
+            if not fill_at_close:
+                # after an open fill the rest of the bar can reach the levels
+                if use_stops and direction != 0:
+                    reason, px = _stop_hit(direction, o, h, lo, tp_level, sl_level, True,
+                                           use_tp, use_sl)
+                    if reason >= 0:
+                        nt, cash = _close_trade(
+                            out, nt, s, t, direction, qty, entry_bar, entry_ref, entry_fill,
+                            entry_comm, held, px, reason == REASON_STOP_LOSS, reason, cash,
+                            slip, comm_share, comm_rate)
+                        block = direction
+                        direction = 0.0
+                if direction != 0:
+                    held += 1
+            last = c
+        if direction != 0:
+            equity[t] += cash + direction * qty * last
+            open_count[t] += 1
+        else:
+            equity[t] += cash
+    if direction != 0:  # still open: a record marked at the last close, no exit costs
+        _record(out, nt, s, direction, qty, entry_bar, entry_ref, entry_fill, entry_comm,
+                n_bars - 1, last, last, REASON_OPEN, held)
+        nt += 1
+    return nt
 
 
 @njit(cache=True)
@@ -200,84 +246,29 @@ def simulate(open_, high, low, close, signal, fill_at_close, cash_per_symbol, si
     """Run the whole panel. Returns (trades[n, N_TRADE_FIELDS], equity[T], open_count[T]).
 
     `tp`/`sl` are fractions of the entry fill (<= 0 or NaN: off); `max_bars` <= 0: off;
-    `signal` is +1/-1/0 or NaN (no opinion).
+    `signal` > 0 long, < 0 short, 0 flat, NaN no opinion.
     """
     n_bars, n_sym = close.shape
-    st = np.zeros((n_sym, _N_STATE))
-    for s in range(n_sym):
-        st[s, _CASH] = cash_per_symbol
-        st[s, _PENDING] = np.nan
-        st[s, _LAST] = np.nan
-    use_tp = tp > 0
-    use_sl = sl > 0
-    use_stops = use_tp or use_sl
-    equity = np.empty(n_bars)
+    equity = np.zeros(n_bars)
     open_count = np.zeros(n_bars, dtype=np.int64)
-    trades = np.empty((max(64, n_sym * 4), N_TRADE_FIELDS))
+    trades = np.empty((max(64, n_sym * 4, n_bars + 1), N_TRADE_FIELDS))
     nt = 0
-    for t in range(n_bars):
-        total = 0.0
-        count = 0
-        for s in range(n_sym):
-            c = close[t, s]
-            o = open_[t, s]
-            h = high[t, s]
-            lo = low[t, s]
-            if np.isfinite(c) and np.isfinite(o) and np.isfinite(h) and np.isfinite(lo):
-                if fill_at_close:
-                    if st[s, _DIR] != 0:
-                        st[s, _HELD] += 1.0
-                        if use_stops:
-                            trades, nt = _stops(st, s, t, o, h, lo, True, use_tp, use_sl,
-                                                slip, comm_share, comm_rate, trades, nt)
-                    trades, nt = _decide(st, s, t, c, signal[t, s], allow_short, max_bars,
-                                         size, size_is_shares, whole_shares, slip,
-                                         comm_share, comm_rate, tp, sl, trades, nt)
-                else:
-                    if use_stops and st[s, _DIR] != 0:
-                        trades, nt = _stops(st, s, t, o, h, lo, False, use_tp, use_sl,
-                                            slip, comm_share, comm_rate, trades, nt)
-                    trades, nt = _decide(st, s, t, o, st[s, _PENDING], allow_short,
-                                         max_bars, size, size_is_shares, whole_shares, slip,
-                                         comm_share, comm_rate, tp, sl, trades, nt)
-                    if use_stops and st[s, _DIR] != 0:
-                        trades, nt = _stops(st, s, t, o, h, lo, True, use_tp, use_sl,
-                                            slip, comm_share, comm_rate, trades, nt)
-                    st[s, _PENDING] = signal[t, s]
-                    if st[s, _DIR] != 0:
-                        st[s, _HELD] += 1.0
-                st[s, _LAST] = c
-            direction = st[s, _DIR]
-            if direction != 0:
-                total += st[s, _CASH] + direction * st[s, _QTY] * st[s, _LAST]
-                count += 1
-            else:
-                total += st[s, _CASH]
-        equity[t] = total
-        open_count[t] = count
-    # positions still open: a record marked at the last close, no exit costs
     for s in range(n_sym):
-        direction = st[s, _DIR]
-        if direction != 0:
-            if nt == trades.shape[0]:
-                trades = _grow(trades)
-            qty = st[s, _QTY]
-            last = st[s, _LAST]
-            rec = trades[nt]
-            rec[TR_SYMBOL] = s
-            rec[TR_DIRECTION] = direction
-            rec[TR_QTY] = qty
-            rec[TR_ENTRY_BAR] = st[s, _ENTRY_BAR]
-            rec[TR_ENTRY_REF] = st[s, _ENTRY_REF]
-            rec[TR_ENTRY_FILL] = st[s, _ENTRY_FILL]
-            rec[TR_EXIT_BAR] = n_bars - 1
-            rec[TR_EXIT_REF] = last
-            rec[TR_EXIT_FILL] = last
-            rec[TR_COMMISSION] = st[s, _ENTRY_COMM]
-            rec[TR_SLIPPAGE] = qty * abs(st[s, _ENTRY_FILL] - st[s, _ENTRY_REF])
-            rec[TR_GROSS_PNL] = direction * qty * (last - st[s, _ENTRY_REF])
-            rec[TR_PNL] = direction * qty * (last - st[s, _ENTRY_FILL]) - st[s, _ENTRY_COMM]
-            rec[TR_REASON] = REASON_OPEN
-            rec[TR_BARS_HELD] = st[s, _HELD]
-            nt += 1
-    return trades[:nt].copy(), equity, open_count
+        while trades.shape[0] - nt < n_bars + 1:  # room for this symbol's worst case
+            trades = _grow(trades)
+        nt = _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, trades,
+                              nt, fill_at_close, cash_per_symbol, size, size_is_shares,
+                              whole_shares, slip, comm_share, comm_rate, tp, sl, max_bars,
+                              allow_short)
+    return trades[:nt], equity, open_count
+
+
+@njit(cache=True)
+def crossover(fast, slow, out):
+    """out = sign(fast - slow), NaN where either is NaN (in place, any layout)."""
+    n_rows, n_cols = fast.shape
+    for j in range(n_cols):
+        for i in range(n_rows):
+            d = fast[i, j] - slow[i, j]
+            out[i, j] = 1.0 if d > 0 else (-1.0 if d < 0 else (0.0 if d == 0 else np.nan))
+    return out

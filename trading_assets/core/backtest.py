@@ -50,7 +50,10 @@ import numpy as np
 import pandas as pd
 
 from trading_assets.core import _backtest_kernels as k
+from trading_assets.core import calendar
 from trading_assets.core.bars import panel
+from trading_assets.core.indicators import ema
+from trading_assets.core.strategies import ema_concentration as ema_strategy
 
 FillMode = Literal["next_open", "close"]
 SizeMode = Literal["fraction", "shares"]
@@ -107,14 +110,15 @@ EXIT_REASONS = k.REASONS
 
 
 def _as_panel(values: np.ndarray | pd.DataFrame, name: str, shape: tuple[int, ...] | None):
-    arr = np.ascontiguousarray(np.asarray(values, dtype="float64"))
+    """float64, 2-D, column-major (the kernel walks down each symbol's column)."""
+    arr = np.asarray(values, dtype="float64")
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 1-D or 2-D (timestamp x symbol), got {arr.ndim}-D")
     if shape is not None and arr.shape != shape:
         raise ValueError(f"{name} has shape {arr.shape}, expected {shape} like close")
-    return arr
+    return np.asfortranarray(arr)
 
 
 def simulate_arrays(
@@ -128,12 +132,13 @@ def simulate_arrays(
 ) -> SimulationArrays:
     """Numpy-level entry point (the fast path): panels in, raw records out.
 
-    `open` is required for `fill="next_open"`, `high`/`low` for take-profit/stop-loss.
+    Panels are timestamp x symbol; column-major (Fortran-ordered) ones are used as they
+    are, others are copied into that layout first. `open` is required for
+    `fill="next_open"`, `high`/`low` for take-profit/stop-loss.
     """
     close_a = _as_panel(close, "close", None)
     shape = close_a.shape
     sig = _as_panel(signal, "signal", shape)
-    sig = np.sign(sig)  # keeps NaN
     if config.fill == "next_open" and open is None:
         raise ValueError("fill='next_open' needs the open panel")
     stops = config.take_profit is not None or config.stop_loss is not None
@@ -257,9 +262,17 @@ def backtest(
 
 
 def crossover_signal(fast: np.ndarray, slow: np.ndarray) -> np.ndarray:
-    """+1 where fast > slow, -1 where below, 0 when equal, NaN during warm-up."""
-    with np.errstate(invalid="ignore"):
-        return np.sign(np.asarray(fast, dtype="float64") - np.asarray(slow, dtype="float64"))
+    """+1 where fast > slow, -1 where below, 0 when equal, NaN during warm-up.
+
+    A level signal for a stop-and-reverse system; compiled, keeps the input's layout.
+    """
+    f = np.asarray(fast, dtype="float64")
+    s = np.asarray(slow, dtype="float64")
+    if f.shape != s.shape:
+        raise ValueError(f"fast {f.shape} and slow {s.shape} differ in shape")
+    if f.ndim == 1:
+        return k.crossover(f[:, None], s[:, None], np.empty((len(f), 1)))[:, 0]
+    return k.crossover(f, s, np.empty_like(f))
 
 
 # ----------------------------------------------------------------------------- stats
@@ -337,3 +350,101 @@ def stats_markdown(stats: dict[str, float]) -> str:
 def config_dict(config: BacktestConfig) -> dict:
     """The config as a plain dict (for metadata and JSON)."""
     return asdict(config)
+
+
+# ----------------------------------------------------------------------------- flows
+
+
+def ema_concentration_tick_signals(
+    bars: pd.DataFrame,
+    params: ema_strategy.Params,
+    ticks: pd.DatetimeIndex,
+    lookback_sessions: int = 8,
+) -> pd.Series:
+    """The target's signal at each tick, as the live flow computes it.
+
+    At a tick (a 30-minute bar start) the live `bars` asset holds the target's bars from
+    the open of the `lookback_sessions`-th session back (that session included) up to
+    and including the tick's bar; `indicator_frame` takes hourly closes of that window
+    (the last hour partial, ending at the tick's close) and the EMAs of them. Here the
+    same functions run incrementally: `hourly_closes` once per session over the day's
+    window (its completed hours are the same at every tick of the day), then per tick
+    `ema` over those completed hours plus the tick's close, and `classify`. The EMA
+    window starts where the live one does, so it is seeded the same way.
+    """
+    target = bars[bars["symbol"] == params.target]
+    starts = pd.DatetimeIndex(target.index)
+    closes = target["close"].to_numpy(dtype="float64")
+    signals = np.empty(len(ticks), dtype=object)
+    local_days = pd.DatetimeIndex(ticks).tz_convert(calendar.TZ).date
+    for day in dict.fromkeys(local_days):
+        in_day = np.flatnonzero(local_days == day)
+        first = calendar.previous_sessions(day, lookback_sessions)[0]
+        lo = starts.searchsorted(calendar.session_open_close(first)[0].tz_convert("UTC"))
+        hi = starts.searchsorted(ticks[in_day[-1]], side="right")
+        hourly = ema_strategy.hourly_closes(target.iloc[lo:hi])[params.target]
+        hour_starts = pd.DatetimeIndex(hourly.index)
+        hour_values = hourly.to_numpy(dtype="float64")
+        for i in in_day:
+            tick = ticks[i]
+            price = closes[starts.get_loc(tick)]
+            # the hours before the one holding the tick, then the tick's close
+            done = hour_starts.searchsorted(tick, side="right") - 1
+            series = np.append(hour_values[:done], price)
+            fast = ema(series, params.fast)[-1]
+            slow = ema(series, params.slow)[-1]
+            signals[i] = ema_strategy.classify(price, fast, slow).value
+    return pd.Series(signals, index=ticks, name="signal")
+
+
+_EMA_SIGNAL_TO_POSITION = {
+    ema_strategy.Signal.BULLISH.value: 1.0,  # be long (no pyramiding when already long)
+    ema_strategy.Signal.BEARISH.value: 0.0,  # exit the target
+    ema_strategy.Signal.NEUTRAL.value: np.nan,  # no action
+    ema_strategy.Signal.NO_DATA.value: np.nan,
+}
+
+
+def ema_concentration_backtest(
+    bars: pd.DataFrame,
+    params: ema_strategy.Params | None = None,
+    *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    lookback_sessions: int = 8,
+    init_cash: float = 100_000.0,
+    slippage_bps: float = 0.0,
+    commission_per_share: float = 0.0,
+) -> BacktestResult:
+    """Backtest of seed 002 over 30-minute `bars`, matching the live flow tick for tick.
+
+    Ticks are the target's bars starting in [start, end); `bars` must also hold the
+    `lookback_sessions` before `start`. Like the live flow with the paper broker, each
+    tick decides at its close and fills at that close (plus slippage, commission per
+    share), buying floor(buying_power_fraction x cash / price) whole shares, long only.
+    The account starts in cash, so the "sell everything else" leg never has work to do.
+    """
+    params = params or ema_strategy.Params()
+    target = bars[bars["symbol"] == params.target]
+    if target.empty:
+        raise ValueError(f"no bars for the target {params.target}")
+    starts = pd.DatetimeIndex(target.index)
+    mask = np.ones(len(starts), dtype=bool)
+    if start is not None:
+        mask &= starts >= pd.Timestamp(start)
+    if end is not None:
+        mask &= starts < pd.Timestamp(end)
+    ticks = starts[mask]
+    if len(ticks) == 0:
+        raise ValueError(f"no {params.target} bars between {start} and {end}")
+    signals = ema_concentration_tick_signals(target, params, ticks, lookback_sessions)
+    prices = PricePanels.from_bars(target.loc[mask])
+    position = signals.map(_EMA_SIGNAL_TO_POSITION).astype("float64").to_frame(params.target)
+    config = BacktestConfig(
+        fill="close", init_cash=init_cash, size_mode="fraction",
+        size=params.buying_power_fraction, whole_shares=True, allow_short=False,
+        slippage_bps=slippage_bps, commission_per_share=commission_per_share,
+    )
+    result = backtest(prices, position, config)
+    result.extra["signals"] = signals
+    return result
