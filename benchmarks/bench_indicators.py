@@ -77,7 +77,7 @@ def _row(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1e6 bars instead of 1e7")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args(argv)
     n = 1_000_000 if args.quick else 10_000_000
     import talib  # bench/dev dependency only
@@ -166,6 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         _row(
             "peaks_troughs(50)",
             lambda: ind.peaks_troughs(high, low, 50),
+            None,
+            "",
+            None,
+            r,
+            goal_seconds=0.5 * n / 10_000_000,
+        ),
+        _row(
+            "peaks_troughs(500)",
+            lambda: ind.peaks_troughs(high, low, 500),
             None,
             "",
             None,
