@@ -15,7 +15,7 @@ from trading_assets.core import indicators as ind
 from trading_assets.core.bars import bar_problems
 
 DATA = Path(__file__).resolve().parents[2] / "trading_assets" / "data"
-PERIODS = (2, 5, 14, 30)
+PERIODS = (2, 5, 14, 30, 100)
 
 
 def _real_bars(name: str) -> pd.DataFrame:
