@@ -29,6 +29,8 @@ def world(tmp_path, monkeypatch):
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "TRADING_DATA_DIR": str(data), "TRADING_ENV": "local"}
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml reads it
+    with _instance(home):
+        pass  # create the SQLite storages once, before two processes race to migrate them
     return home, data, env
 
 
