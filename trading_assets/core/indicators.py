@@ -206,8 +206,8 @@ def peaks_troughs(
     within `window` bars on each side (i-window .. i+window); a trough likewise with low
     and strictly smaller. Choices where "beats" is vague:
 
-    - ties do not beat: two equal highs within the window mean neither is a peak (a flat
-      top is not a turning point until something below it follows and precedes);
+    - ties do not beat: two equal highs within `window` bars of each other mean neither
+      is a peak (a flat or exactly double top has no single turning bar);
     - edges: a bar needs a full window on *both* sides, so the first and last `window`
       bars are never swing points. The last `window` bars are unconfirmed: a peak is
       known only `window` bars after it happened, exactly as it would be live, so a
