@@ -70,7 +70,7 @@ def run(day: date | None, keys: list[str] | None = None) -> int:
     print(f"\n{len(keys) - failures}/{len(keys)} ticks succeeded in {elapsed:.1f}s.")
     print("Results:")
     print(f"  ledger (intents, transactions, equity): {base / 'ledger.sqlite'}")
-    print(f"  paper broker account:                   {base / 'paper_broker.sqlite'}")
+    print(f"  paper broker account:                   {base / 'paper_ema_concentration.sqlite'}")
     print(f"  asset files (Parquet per tick):          {base / 'assets'}")
     print(f"  Dagster runs and events:                 {home or '(ephemeral instance)'}")
     print("  Browse lineage, runs and metadata:       make dev  ->  http://127.0.0.1:3000")

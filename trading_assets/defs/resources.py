@@ -114,11 +114,18 @@ def _flag(name: str) -> bool:
 
 
 def local_resources(base: Path | None = None, **overrides: object) -> dict[str, object]:
-    """The embedded world under `base` (default TRADING_DATA_DIR)."""
+    """The embedded world under `base` (default TRADING_DATA_DIR).
+
+    The broker is the paper broker unless `TRADING_BROKER_EMA_CONCENTRATION` names a real
+    one (then its credentials come from the environment; see broker_resources.py).
+    """
+    # Imported here: broker_resources builds on the base classes defined above.
+    from trading_assets.defs.broker_resources import broker_resource_for_flow
+
     base = Path(base) if base is not None else data_dir()
     resources: dict[str, object] = {
         "market_data": ReplayMarketDataResource(),
-        "broker": PaperBrokerResource(state_path=str(base / "paper_broker.sqlite")),
+        "broker": broker_resource_for_flow("ema_concentration", "local", base=base),
         "ledger": SqliteLedgerResource(path=str(base / "ledger.sqlite")),
         "io_manager": LocalParquetIOManager(base_dir=str(base / "assets")),
         "trading_settings": TradingSettings(),

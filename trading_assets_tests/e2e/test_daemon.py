@@ -69,7 +69,7 @@ def test_daemon_launches_a_queued_partition_run_and_the_order_reaches_the_ledger
     ledger = SqliteLedger(data / "ledger.sqlite")
     [intent] = ledger.intents("ema_concentration", TICK)
     assert (intent.symbol, intent.side.value, intent.status) == ("TQQQ", "buy", "filled")
-    assert len(PaperBroker(data / "paper_broker.sqlite").orders()) == 1
+    assert len(PaperBroker(data / "paper_ema_concentration.sqlite").orders()) == 1
 
 
 def _instance(home: Path):
