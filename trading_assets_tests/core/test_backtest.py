@@ -472,3 +472,68 @@ def test_trade_pnl_minus_costs_is_the_equity_change(scenario):
     assert tr[:, COL["pnl"]].sum() == pytest.approx(got.equity[-1] - cfg.init_cash, rel=1e-9,
                                                     abs=1e-6)
     assert (tr[:, COL["slippage"]] >= 0).all() and (tr[:, COL["commission"]] >= 0).all()
+
+
+# ----------------------------------------------------------------------------- flows
+
+
+def _session_bars(symbol: str, days: list[str], seed: int) -> pd.DataFrame:
+    """30-minute bars over NYSE sessions (half days included), a seeded random walk."""
+    from trading_assets.core import calendar
+
+    starts = pd.DatetimeIndex([t for d in days for t in calendar.session_bar_starts(d)])
+    starts = starts.tz_convert("UTC").rename("timestamp")
+    rng = np.random.default_rng(seed)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.006, len(starts))))
+    open_ = np.r_[close[0], close[:-1]]
+    return pd.DataFrame({"symbol": symbol, "open": open_, "high": np.maximum(open_, close) * 1.001,
+                         "low": np.minimum(open_, close) * 0.999, "close": close, "volume": 1.0},
+                        index=starts)
+
+
+def test_ema_concentration_tick_signals_equal_the_strategy_on_each_live_window():
+    from trading_assets.core import calendar
+    from trading_assets.core.backtest import ema_concentration_tick_signals
+    from trading_assets.core.strategies import ema_concentration as strategy
+
+    # includes the 2024-11-29 half day (7 bars) and the Thanksgiving holiday
+    days = [str(d) for d in calendar.sessions_between(pd.Timestamp("2024-11-15").date(),
+                                                       pd.Timestamp("2024-12-06").date())]
+    bars = _session_bars("TQQQ", days, seed=5)
+    params = strategy.Params(fast=4, slow=9)
+    lookback = 3
+    ticks = bars.index[bars.index >= pd.Timestamp("2024-11-27", tz="UTC")]
+    got = ema_concentration_tick_signals(bars, params, ticks, lookback)
+    expected = []
+    for tick in ticks:  # what the live assets compute: the window, then the strategy
+        first = calendar.previous_sessions(tick.tz_convert(calendar.TZ).date(), lookback)[0]
+        window_open = calendar.session_open_close(first)[0].tz_convert("UTC")
+        window = bars[(bars.index >= window_open) & (bars.index <= tick)]
+        frame = strategy.signals_frame(strategy.indicator_frame(window, params))
+        expected.append(str(frame.loc["TQQQ", "signal"]))
+    assert list(got) == expected
+    assert {"bullish", "bearish"} <= set(expected)  # the comparison saw both kinds
+
+
+def test_ema_concentration_backtest_buys_whole_shares_at_the_close_and_exits_when_bearish():
+    from trading_assets.core import calendar
+    from trading_assets.core.backtest import ema_concentration_backtest
+    from trading_assets.core.strategies import ema_concentration as strategy
+
+    days = [str(d) for d in calendar.sessions_between(pd.Timestamp("2024-11-15").date(),
+                                                       pd.Timestamp("2024-12-06").date())]
+    bars = _session_bars("TQQQ", days, seed=5)
+    params = strategy.Params(fast=4, slow=9)
+    res = ema_concentration_backtest(bars, params, start=pd.Timestamp("2024-11-27", tz="UTC"),
+                                     lookback_sessions=3, init_cash=10_000.0, slippage_bps=10,
+                                     commission_per_share=0.01)
+    signals = res.extra["signals"]
+    first = res.trades.iloc[0]
+    close_at_entry = bars.loc[first["entry_time"], "close"]
+    assert signals[first["entry_time"]] == "bullish"
+    assert first["qty"] == math.floor(0.95 * 10_000.0 / close_at_entry)
+    assert first["entry_price"] == pytest.approx(close_at_entry * 1.001)
+    closed = res.trades[res.trades["exit_reason"] != "open"]
+    assert len(closed) > 0
+    assert (signals[closed["exit_time"]] == "bearish").all()
+    assert (res.trades["direction"] == 1).all()
