@@ -308,4 +308,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    # speed goals are reported, not enforced (shared machines); wrong results fail the run
+    raise SystemExit(0 if main()["equal_to_1e-9"] else 1)
