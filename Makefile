@@ -12,7 +12,7 @@ export YF_DISABLE_CURL_CFFI ?= 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,7 +31,7 @@ test: install
 	$(VENV)/bin/pytest
 
 $(VENV)/.bench-installed: $(VENV)/.installed
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev,bench]'
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[dev,bench]'
 	touch $@
 
 bench: $(VENV)/.bench-installed home
