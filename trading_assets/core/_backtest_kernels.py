@@ -239,7 +239,7 @@ def _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, out
     return nt
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def simulate(open_, high, low, close, signal, fill_at_close, cash_per_symbol, size,
              size_is_shares, whole_shares, slip, comm_share, comm_rate, tp, sl, max_bars,
              allow_short):

@@ -42,7 +42,10 @@ drawdown (negative fraction), win rate and trade count (closed trades only), exp
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -147,8 +150,7 @@ def simulate_arrays(
     open_a = close_a if open is None else _as_panel(open, "open", shape)
     high_a = close_a if high is None else _as_panel(high, "high", shape)
     low_a = close_a if low is None else _as_panel(low, "low", shape)
-    trades, equity, open_count = k.simulate(
-        open_a, high_a, low_a, close_a, sig,
+    params = (
         config.fill == "close",
         config.init_cash / shape[1],
         float(config.size),
@@ -162,7 +164,40 @@ def simulate_arrays(
         int(config.max_bars or 0),
         bool(config.allow_short),
     )
-    return SimulationArrays(trades, equity, open_count)
+    panels = (open_a, high_a, low_a, close_a, sig)
+    bounds = _chunks(shape)
+    if len(bounds) == 1:
+        return SimulationArrays(*k.simulate(*panels, *params))
+
+    def run(lo_hi: tuple[int, int]):
+        lo, hi = lo_hi
+        return k.simulate(*(p[:, lo:hi] for p in panels), *params)
+
+    workers = min(len(bounds), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(run, bounds))
+    for (lo, _), (trades, _, _) in zip(bounds, parts, strict=True):
+        trades[:, k.TR_SYMBOL] += lo
+    equity = parts[0][1].copy()
+    open_count = parts[0][2].copy()
+    for _, eq, count in parts[1:]:
+        equity += eq
+        open_count += count
+    return SimulationArrays(np.concatenate([p[0] for p in parts]), equity, open_count)
+
+
+# Symbols never interact, so a big panel runs as column chunks on threads (the kernel
+# releases the GIL). The chunking depends only on the panel's shape, so results do not
+# depend on the machine; the chunks' equities are summed in chunk order.
+CELLS_PER_CHUNK = 1_000_000
+MAX_CHUNKS = 8
+
+
+def _chunks(shape: tuple[int, int]) -> list[tuple[int, int]]:
+    n_bars, n_sym = shape
+    n = max(1, min(MAX_CHUNKS, n_sym, (n_bars * n_sym) // CELLS_PER_CHUNK))
+    edges = np.linspace(0, n_sym, n + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 
 # ----------------------------------------------------------------------------- pandas level
@@ -261,18 +296,24 @@ def backtest(
     )
 
 
-def crossover_signal(fast: np.ndarray, slow: np.ndarray) -> np.ndarray:
+def crossover_signal(
+    fast: np.ndarray, slow: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """+1 where fast > slow, -1 where below, 0 when equal, NaN during warm-up.
 
     A level signal for a stop-and-reverse system; compiled, keeps the input's layout.
+    `out` may be `fast` itself (element-wise, so overwriting is safe).
     """
     f = np.asarray(fast, dtype="float64")
     s = np.asarray(slow, dtype="float64")
     if f.shape != s.shape:
         raise ValueError(f"fast {f.shape} and slow {s.shape} differ in shape")
+    if out is None:
+        out = np.empty_like(f)
     if f.ndim == 1:
-        return k.crossover(f[:, None], s[:, None], np.empty((len(f), 1)))[:, 0]
-    return k.crossover(f, s, np.empty_like(f))
+        k.crossover(f[:, None], s[:, None], out[:, None])
+        return out
+    return k.crossover(f, s, out)
 
 
 # ----------------------------------------------------------------------------- stats

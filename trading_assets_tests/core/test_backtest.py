@@ -537,3 +537,21 @@ def test_ema_concentration_backtest_buys_whole_shares_at_the_close_and_exits_whe
     assert len(closed) > 0
     assert (signals[closed["exit_time"]] == "bearish").all()
     assert (res.trades["direction"] == 1).all()
+
+
+def test_big_panels_run_in_column_chunks_with_the_same_results(monkeypatch):
+    import trading_assets.core.backtest as bt
+
+    rng = np.random.default_rng(8)
+    n_bars, n_sym = 300, 7
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_bars, n_sym)), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.01, (n_bars, n_sym)))
+    signal = rng.choice([-1.0, 0.0, 1.0, NAN], size=(n_bars, n_sym))
+    cfg = BacktestConfig(slippage_bps=3, commission_bps=1, size=0.5)
+    whole = simulate_arrays(close, signal, cfg, open=open_)
+    monkeypatch.setattr(bt, "CELLS_PER_CHUNK", 500)
+    assert len(bt._chunks(close.shape)) > 1
+    chunked = simulate_arrays(close, signal, cfg, open=open_)
+    np.testing.assert_array_equal(chunked.trades, whole.trades)  # symbols renumbered back
+    np.testing.assert_allclose(chunked.equity, whole.equity, rtol=1e-12)
+    np.testing.assert_array_equal(chunked.open_count, whole.open_count)
