@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_json  # noqa: E402
+from _common import print_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = "2025-11-18"

@@ -34,6 +34,7 @@ from trading_assets.core.ports import (
     OrderRejected,
     OrderRequest,
     OrderStatus,
+    Position,
     Side,
     Transaction,
 )
@@ -52,6 +53,23 @@ def client_order_id(flow: str, symbol: str, partition_key: str, leg: str) -> str
     abbrev = "".join(word[0] for word in flow.split("_") if word)[:4] or "x"
     digest = hashlib.sha256(f"{flow}|{symbol}|{partition_key}|{leg}".encode()).hexdigest()
     return f"{abbrev}-{digest[: 29 - len(abbrev)]}"
+
+
+def flatten_request(
+    positions: Sequence[Position], symbol: str, client_order_id: str, reference_price: float | None = None
+) -> OrderRequest | None:
+    """The market order that closes `symbol`'s position (None when flat).
+
+    Brokers whose own "close position" call cannot carry a client order id place this
+    order instead, so a retried close is recognised by its id and never doubles.
+    """
+    pos = next((p for p in positions if p.symbol == symbol), None)
+    if pos is None or abs(pos.qty) < 1e-12:
+        return None
+    return OrderRequest(
+        client_order_id=client_order_id, symbol=symbol, side=Side.SELL if pos.qty > 0 else Side.BUY,
+        qty=abs(pos.qty), reference_price=reference_price if reference_price is not None else pos.market_price,
+    )
 
 
 def account_key(broker: Broker, account_id: str) -> str:

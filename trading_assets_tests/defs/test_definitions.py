@@ -1,5 +1,6 @@
 """The code location loads cleanly the 1.13 way and the instance config is valid."""
 
+import itertools
 import warnings
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def defs():
 def test_flow_assets_have_lineage_from_bars_to_equity(defs):
     graph = defs.resolve_asset_graph()
     chain = ["bars", "indicators", "signals", "orders", "transactions", "equity"]
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         node = graph.get(dg.AssetKey(["ema_concentration", child]))
         assert dg.AssetKey(["ema_concentration", parent]) in node.parent_keys
 

@@ -4,7 +4,6 @@ Replay data is deterministic; on 2025-11-18 TQQQ turns bullish at the 12:30 bar 
 2025-11-19 bearish again at 14:30 (see test_signal_days_are_what_the_tests_assume).
 """
 
-import dagster as dg
 import numpy as np
 import pytest
 

@@ -105,7 +105,7 @@ class FakeServer:
         self.requests: list[Request] = []  # everything received, for assertions
         self.lock = threading.RLock()
         self._routes = [
-            getattr(self, name)._route + (getattr(self, name),)
+            (*getattr(self, name)._route, getattr(self, name))
             for name in dir(self)
             if callable(getattr(self, name, None)) and hasattr(getattr(self, name), "_route")
         ]

@@ -41,6 +41,7 @@ from alpaca.trading.requests import (
 from pydantic import ValidationError
 
 from trading_assets.adapters.ratelimit import RateLimiter
+from trading_assets.core.execution import flatten_request
 from trading_assets.core.ports import (
     Account,
     AmbiguousOrderError,
@@ -417,17 +418,8 @@ class AlpacaBroker:
         existing = self.get_order(client_order_id)
         if existing is not None:
             return existing
-        pos = next((p for p in self.positions() if p.symbol == symbol), None)
-        if pos is None or pos.qty == 0:
-            return None
-        return self.submit_order(
-            OrderRequest(
-                client_order_id=client_order_id,
-                symbol=symbol,
-                side=Side.SELL if pos.qty > 0 else Side.BUY,
-                qty=abs(pos.qty),
-            )
-        )
+        request = flatten_request(self.positions(), symbol, client_order_id)
+        return None if request is None else self.submit_order(request)
 
     def observe_prices(self, prices: Mapping[str, float], as_of: datetime) -> None:
         """Alpaca prices its own positions: nothing to do."""

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trading_assets.adapters.sqlite_util import reading, transaction
+from trading_assets.core.execution import flatten_request
 from trading_assets.core.ports import (
     Account,
     Order,
@@ -196,14 +197,8 @@ class PaperBroker:
         existing = self.get_order(client_order_id)
         if existing is not None:
             return existing
-        pos = next((p for p in self.positions() if p.symbol == symbol), None)
-        if pos is None or pos.qty == 0:
-            return None
-        return self.submit_order(OrderRequest(
-            client_order_id=client_order_id, symbol=symbol,
-            side=Side.SELL if pos.qty > 0 else Side.BUY, qty=abs(pos.qty),
-            reference_price=pos.market_price or pos.avg_entry_price,
-        ))
+        request = flatten_request(self.positions(), symbol, client_order_id)
+        return None if request is None else self.submit_order(request)
 
     # ------------------------------------------------------------------ internals
     def _insert_order(self, conn, req: OrderRequest, status: OrderStatus, filled_qty: float,
