@@ -250,12 +250,12 @@ def _trade_frame(records: np.ndarray, index: pd.DatetimeIndex, symbols: list[str
     exit_ = raw["exit_bar"].to_numpy(dtype=np.int64)
     out = pd.DataFrame(
         {
-            "symbol": np.asarray(symbols, dtype=object)[sym_idx] if len(raw) else [],
+            "symbol": np.asarray(symbols, dtype=object)[sym_idx],
             "direction": raw["direction"].astype(np.int64),
             "qty": raw["qty"],
-            "entry_time": index[entry] if len(raw) else pd.DatetimeIndex([], tz="UTC"),
+            "entry_time": index[entry],
             "entry_price": raw["entry_price"],
-            "exit_time": index[exit_] if len(raw) else pd.DatetimeIndex([], tz="UTC"),
+            "exit_time": index[exit_],
             "exit_price": raw["exit_price"],
             "commission": raw["commission"],
             "slippage": raw["slippage"],
