@@ -90,9 +90,10 @@ def _close_trade(out, nt, s, t, direction, qty, entry_bar, entry_ref, entry_fill
 
 @njit(cache=True)
 def _open_trade(cash, ref, direction, size, size_is_shares, whole_shares, slip, comm_share,
-                comm_rate, tp, sl):
+                comm_rate, tp, sl, tp_price, sl_price):
     """Size and fill an entry: (qty, fill, commission, cash, tp level, sl level); qty 0
-    means no trade."""
+    means no trade. A finite `tp_price`/`sl_price` is the level itself; otherwise a
+    positive `tp`/`sl` is a fraction of the fill; otherwise the level can never be hit."""
     qty = size if size_is_shares else size * cash / ref
     if whole_shares:
         qty = np.floor(qty)
@@ -102,9 +103,17 @@ def _open_trade(cash, ref, direction, size, size_is_shares, whole_shares, slip, 
     commission = comm_share * qty + qty * fill * comm_rate
     if direction > 0:
         cash = cash - (qty * fill + commission)
-        return qty, fill, commission, cash, fill * (1 + tp), fill * (1 - sl)
-    cash = cash + qty * fill - commission
-    return qty, fill, commission, cash, fill * (1 - tp), fill * (1 + sl)
+        tp_level = fill * (1 + tp) if tp > 0 else np.inf
+        sl_level = fill * (1 - sl) if sl > 0 else -np.inf
+    else:
+        cash = cash + qty * fill - commission
+        tp_level = fill * (1 - tp) if tp > 0 else -np.inf
+        sl_level = fill * (1 + sl) if sl > 0 else np.inf
+    if np.isfinite(tp_price):
+        tp_level = tp_price
+    if np.isfinite(sl_price):
+        sl_level = sl_price
+    return qty, fill, commission, cash, tp_level, sl_level
 
 
 @njit(cache=True)
@@ -133,15 +142,16 @@ def _stop_hit(direction, o, h, lo, tp_level, sl_level, use_range, use_tp, use_sl
 
 
 @njit(cache=True)
-def _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, out, nt,
-                     fill_at_close, cash, size, size_is_shares, whole_shares, slip,
-                     comm_share, comm_rate, tp, sl, max_bars, allow_short):
+def _simulate_symbol(s, open_, high, low, close, signal, tp_prices, sl_prices, has_levels,
+                     equity, open_count, out, nt, fill_at_close, cash, size, size_is_shares,
+                     whole_shares, slip, comm_share, comm_rate, tp, sl, max_bars, allow_short,
+                     block_after_exit):
     """One symbol's sleeve down its column; its trades go to `out` from row `nt` on
     (needs room for one per bar: every trade has its own entry bar). Returns the new
     trade count."""
     n_bars = close.shape[0]
-    use_tp = tp > 0
-    use_sl = sl > 0
+    use_tp = tp > 0 or has_levels
+    use_sl = sl > 0 or has_levels
     use_stops = use_tp or use_sl
     direction = 0.0
     qty = 0.0
@@ -154,6 +164,8 @@ def _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, out
     held = 0
     block = 0.0  # direction a forced exit blocks until the signal leaves it
     pending = np.nan  # next_open: the last bar's signal, filled at this bar's open
+    pending_tp = np.nan  # ... and its take-profit / stop-loss prices
+    pending_sl = np.nan
     last = np.nan
     for t in range(n_bars):
         c = close[t, s]
@@ -174,22 +186,28 @@ def _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, out
                         out, nt, s, t, direction, qty, entry_bar, entry_ref, entry_fill,
                         entry_comm, held, px, reason == REASON_STOP_LOSS, reason, cash,
                         slip, comm_share, comm_rate)
-                    block = direction
+                    if block_after_exit:
+                        block = direction
                     direction = 0.0
             # the fill moment: holding-period exit, then the signal
             if fill_at_close:
                 ref = c
                 g = signal[t, s]
+                tp_price = tp_prices[t, s] if has_levels else np.nan
+                sl_price = sl_prices[t, s] if has_levels else np.nan
             else:
                 ref = o
-                g = pending
+                g, tp_price, sl_price = pending, pending_tp, pending_sl
                 pending = signal[t, s]
+                if has_levels:
+                    pending_tp, pending_sl = tp_prices[t, s], sl_prices[t, s]
             if direction != 0 and max_bars > 0 and held >= max_bars:
                 nt, cash = _close_trade(
                     out, nt, s, t, direction, qty, entry_bar, entry_ref, entry_fill,
                     entry_comm, held, ref, True, REASON_TIME, cash, slip, comm_share,
                     comm_rate)
-                block = direction
+                if block_after_exit:
+                    block = direction
                 direction = 0.0
             if g == g:  # not NaN: the signal has an opinion
                 g = 1.0 if g > 0 else (-1.0 if g < 0 else 0.0)
@@ -207,7 +225,7 @@ def _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, out
                     if g != 0:
                         q, f, cm, cash2, tpl, sll = _open_trade(
                             cash, ref, g, size, size_is_shares, whole_shares, slip,
-                            comm_share, comm_rate, tp, sl)
+                            comm_share, comm_rate, tp, sl, tp_price, sl_price)
                         if q > 0:
                             direction, qty, entry_fill, entry_comm = g, q, f, cm
                             cash, tp_level, sl_level = cash2, tpl, sll
@@ -222,7 +240,8 @@ def _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, out
                             out, nt, s, t, direction, qty, entry_bar, entry_ref, entry_fill,
                             entry_comm, held, px, reason == REASON_STOP_LOSS, reason, cash,
                             slip, comm_share, comm_rate)
-                        block = direction
+                        if block_after_exit:
+                            block = direction
                         direction = 0.0
                 if direction != 0:
                     held += 1
@@ -240,13 +259,14 @@ def _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, out
 
 
 @njit(cache=True, nogil=True)
-def simulate(open_, high, low, close, signal, fill_at_close, cash_per_symbol, size,
-             size_is_shares, whole_shares, slip, comm_share, comm_rate, tp, sl, max_bars,
-             allow_short):
+def simulate(open_, high, low, close, signal, tp_prices, sl_prices, has_levels,
+             fill_at_close, cash_per_symbol, size, size_is_shares, whole_shares, slip,
+             comm_share, comm_rate, tp, sl, max_bars, allow_short, block_after_exit):
     """Run the whole panel. Returns (trades[n, N_TRADE_FIELDS], equity[T], open_count[T]).
 
-    `tp`/`sl` are fractions of the entry fill (<= 0 or NaN: off); `max_bars` <= 0: off;
-    `signal` > 0 long, < 0 short, 0 flat, NaN no opinion.
+    `tp`/`sl` are fractions of the entry fill (<= 0 or NaN: off); `tp_prices`/`sl_prices`
+    (read only if `has_levels`) give absolute levels per signal bar, NaN: use the
+    fraction; `max_bars` <= 0: off; `signal` > 0 long, < 0 short, 0 flat, NaN no opinion.
     """
     n_bars, n_sym = close.shape
     equity = np.zeros(n_bars)
@@ -256,10 +276,11 @@ def simulate(open_, high, low, close, signal, fill_at_close, cash_per_symbol, si
     for s in range(n_sym):
         while trades.shape[0] - nt < n_bars + 1:  # room for this symbol's worst case
             trades = _grow(trades)
-        nt = _simulate_symbol(s, open_, high, low, close, signal, equity, open_count, trades,
-                              nt, fill_at_close, cash_per_symbol, size, size_is_shares,
-                              whole_shares, slip, comm_share, comm_rate, tp, sl, max_bars,
-                              allow_short)
+        nt = _simulate_symbol(s, open_, high, low, close, signal, tp_prices, sl_prices,
+                              has_levels, equity, open_count, trades, nt, fill_at_close,
+                              cash_per_symbol, size, size_is_shares, whole_shares, slip,
+                              comm_share, comm_rate, tp, sl, max_bars, allow_short,
+                              block_after_exit)
     return trades[:nt], equity, open_count
 
 

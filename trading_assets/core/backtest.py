@@ -25,9 +25,12 @@ The rules (the reference loop in the tests spells out the same rules independent
   from the entry bar itself after an open fill. If the bar *opens* beyond a level it
   fills at the open; if the bar's range reaches both levels the stop wins (conservative:
   we cannot know which came first). Stop-loss fills pay slippage (a market order);
-  take-profit fills do not (a limit order). After a stop, take-profit or holding-period
-  exit the same direction is not re-entered until the signal has left it (otherwise a
-  level signal would re-enter on the next bar).
+  take-profit fills do not (a limit order). A strategy that prices its own brackets
+  passes absolute `take_profit_price` / `stop_loss_price` panels instead: the entry made
+  on bar t's signal uses bar t's levels (NaN there: the fractions, if configured).
+  After a stop, take-profit or holding-period exit the same direction is not re-entered
+  until the signal has left it (otherwise a level signal would re-enter on the next
+  bar); `block_reentry=False` turns that off for event signals (NaN between setups).
 - A bar with any NaN price is a non-trading bar for that symbol: no fills, no stop checks,
   and it does not count towards the holding period; equity marks the last valid close.
 - Positions still open at the end appear in the trades with `exit_reason="open"`, marked
@@ -78,6 +81,10 @@ class BacktestConfig:
     take_profit: float | None = None  # fraction of the entry fill, e.g. 0.05
     stop_loss: float | None = None
     max_bars: int | None = None
+    # after a take-profit, stop-loss or holding-period exit, re-enter the same direction
+    # only once the signal has left it (right for level signals); False for event signals
+    # (one value per setup, NaN in between), where each new event may enter again
+    block_reentry: bool = True
 
     def __post_init__(self) -> None:
         if self.fill not in ("next_open", "close"):
@@ -132,24 +139,37 @@ def simulate_arrays(
     open: np.ndarray | None = None,
     high: np.ndarray | None = None,
     low: np.ndarray | None = None,
+    take_profit_price: np.ndarray | None = None,
+    stop_loss_price: np.ndarray | None = None,
 ) -> SimulationArrays:
     """Numpy-level entry point (the fast path): panels in, raw records out.
 
     Panels are timestamp x symbol; column-major (Fortran-ordered) ones are used as they
     are, others are copied into that layout first. `open` is required for
-    `fill="next_open"`, `high`/`low` for take-profit/stop-loss.
+    `fill="next_open"`, `high`/`low` for take-profit/stop-loss. `take_profit_price` /
+    `stop_loss_price` give absolute levels for an entry made on the signal of that bar
+    (NaN: fall back to the config's fractions, if any); they need `high`/`low` too.
     """
     close_a = _as_panel(close, "close", None)
     shape = close_a.shape
     sig = _as_panel(signal, "signal", shape)
     if config.fill == "next_open" and open is None:
         raise ValueError("fill='next_open' needs the open panel")
-    stops = config.take_profit is not None or config.stop_loss is not None
+    has_levels = take_profit_price is not None or stop_loss_price is not None
+    stops = config.take_profit is not None or config.stop_loss is not None or has_levels
     if stops and (high is None or low is None):
         raise ValueError("take_profit/stop_loss need the high and low panels")
     open_a = close_a if open is None else _as_panel(open, "open", shape)
     high_a = close_a if high is None else _as_panel(high, "high", shape)
     low_a = close_a if low is None else _as_panel(low, "low", shape)
+    no_levels = np.full((1, 1), np.nan, order="F")
+    tp_a = no_levels
+    sl_a = no_levels
+    if has_levels:
+        tp_a = np.full(shape, np.nan, order="F") if take_profit_price is None else _as_panel(
+            take_profit_price, "take_profit_price", shape)
+        sl_a = np.full(shape, np.nan, order="F") if stop_loss_price is None else _as_panel(
+            stop_loss_price, "stop_loss_price", shape)
     params = (
         config.fill == "close",
         config.init_cash / shape[1],
@@ -163,15 +183,17 @@ def simulate_arrays(
         float(config.stop_loss or 0.0),
         int(config.max_bars or 0),
         bool(config.allow_short),
+        bool(config.block_reentry),
     )
     panels = (open_a, high_a, low_a, close_a, sig)
     bounds = _chunks(shape)
     if len(bounds) == 1:
-        return SimulationArrays(*k.simulate(*panels, *params))
+        return SimulationArrays(*k.simulate(*panels, tp_a, sl_a, has_levels, *params))
 
     def run(lo_hi: tuple[int, int]):
         lo, hi = lo_hi
-        return k.simulate(*(p[:, lo:hi] for p in panels), *params)
+        levels = (tp_a[:, lo:hi], sl_a[:, lo:hi]) if has_levels else (tp_a, sl_a)
+        return k.simulate(*(p[:, lo:hi] for p in panels), *levels, has_levels, *params)
 
     workers = min(len(bounds), os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -274,17 +296,31 @@ def backtest(
     prices: PricePanels,
     signal: pd.DataFrame,
     config: BacktestConfig = BacktestConfig(),
+    *,
+    take_profit_price: pd.DataFrame | None = None,
+    stop_loss_price: pd.DataFrame | None = None,
 ) -> BacktestResult:
-    """Simulate `signal` (timestamp x symbol, +1/-1/0/NaN) over `prices` (see module doc)."""
+    """Simulate `signal` (timestamp x symbol, +1/-1/0/NaN) over `prices` (see module doc).
+
+    `take_profit_price` / `stop_loss_price` (same layout) are absolute exit levels for the
+    entries their bar's signal makes, as a strategy that prices its own brackets gives.
+    """
     close = prices.close
-    signal = signal.reindex(index=close.index, columns=close.columns)
+
+    def aligned(frame: pd.DataFrame | None) -> np.ndarray | None:
+        if frame is None:
+            return None
+        return frame.reindex(index=close.index, columns=close.columns).to_numpy(dtype="float64")
+
     raw = simulate_arrays(
         close.to_numpy(dtype="float64"),
-        signal.to_numpy(dtype="float64"),
+        aligned(signal),
         config,
         open=prices.open.to_numpy(dtype="float64"),
         high=prices.high.to_numpy(dtype="float64"),
         low=prices.low.to_numpy(dtype="float64"),
+        take_profit_price=aligned(take_profit_price),
+        stop_loss_price=aligned(stop_loss_price),
     )
     index = pd.DatetimeIndex(close.index)
     symbols = [str(c) for c in close.columns]

@@ -87,7 +87,8 @@ class _SymbolReference:
         self.record(p, t, ref, fill, comm, reason)
         self.pos = None
 
-    def open_position(self, t: int, ref: float, direction: int) -> None:
+    def open_position(self, t: int, ref: float, direction: int, tp_price: float,
+                      sl_price: float) -> None:
         cfg = self.cfg
         qty = cfg.size if cfg.size_mode == "shares" else cfg.size * self.cash / ref
         if cfg.whole_shares:
@@ -96,24 +97,30 @@ class _SymbolReference:
             return
         fill = ref * (1 + self.slip) if direction > 0 else ref * (1 - self.slip)
         comm = self.commission(qty, fill)
+        inf = math.inf
         if direction > 0:
             self.cash = self.cash - (qty * fill + comm)
-            levels = (fill * (1 + self.tp), fill * (1 - self.sl))
+            take = fill * (1 + self.tp) if self.tp else inf  # no level: never reached
+            stop = fill * (1 - self.sl) if self.sl else -inf
         else:
             self.cash = self.cash + qty * fill - comm
-            levels = (fill * (1 - self.tp), fill * (1 + self.sl))
-        self.pos = _Pos(direction, qty, t, ref, fill, comm, *levels)
+            take = fill * (1 - self.tp) if self.tp else -inf
+            stop = fill * (1 + self.sl) if self.sl else inf
+        take = tp_price if math.isfinite(tp_price) else take  # the strategy's own levels
+        stop = sl_price if math.isfinite(sl_price) else stop
+        self.pos = _Pos(direction, qty, t, ref, fill, comm, take, stop)
 
     def check_stops(self, t: int, o: float, h: float, lo: float, intrabar: bool) -> None:
-        p, tp, sl = self.pos, self.tp, self.sl
-        if p is None or not (tp or sl):
+        p = self.pos
+        if p is None:
             return
         sign = p.direction
-        # "beyond the level" in the position's losing / winning direction
-        stop_at_open = sl > 0 and sign * (o - p.sl) <= 0
-        take_at_open = tp > 0 and sign * (o - p.tp) >= 0
-        stop_in_bar = sl > 0 and ((lo <= p.sl) if sign > 0 else (h >= p.sl))
-        take_in_bar = tp > 0 and ((h >= p.tp) if sign > 0 else (lo <= p.tp))
+        # "beyond the level" in the position's losing / winning direction (a missing
+        # level is infinitely far away)
+        stop_at_open = sign * (o - p.sl) <= 0
+        take_at_open = sign * (o - p.tp) >= 0
+        stop_in_bar = (lo <= p.sl) if sign > 0 else (h >= p.sl)
+        take_in_bar = (h >= p.tp) if sign > 0 else (lo <= p.tp)
         if stop_at_open:
             self.close_position(t, o, "stop_loss", True)
         elif take_at_open:
@@ -124,12 +131,14 @@ class _SymbolReference:
             self.close_position(t, p.tp, "take_profit", False)
         else:
             return
-        self.blocked = sign
+        if self.cfg.block_reentry:
+            self.blocked = sign
 
-    def act(self, t: int, ref: float, wanted: float) -> None:
+    def act(self, t: int, ref: float, wanted: float, tp_price: float, sl_price: float) -> None:
         cfg = self.cfg
         if self.pos is not None and cfg.max_bars and self.pos.held >= cfg.max_bars:
-            self.blocked = self.pos.direction
+            if cfg.block_reentry:
+                self.blocked = self.pos.direction
             self.close_position(t, ref, "time", True)
         if math.isnan(wanted):
             return
@@ -146,35 +155,44 @@ class _SymbolReference:
         if self.pos is not None:
             self.close_position(t, ref, "signal", True)
         if wanted != 0:
-            self.open_position(t, ref, wanted)
+            self.open_position(t, ref, wanted, tp_price, sl_price)
 
 
-def reference_backtest(open_, high, low, close, signal, cfg: BacktestConfig):
+def reference_backtest(open_, high, low, close, signal, cfg: BacktestConfig,
+                       tp_price=None, sl_price=None):
     """The documented rules as a plain per-symbol Python loop (no numba, no vectorising).
 
     Returns (trades as a list of dicts keyed like TRADE_FIELDS, equity[T], open_count[T]).
     """
     n_bars, n_sym = close.shape
+    tp_price = np.full(close.shape, NAN) if tp_price is None else tp_price
+    sl_price = np.full(close.shape, NAN) if sl_price is None else sl_price
+    stops_on = bool(cfg.take_profit or cfg.stop_loss) or not (
+        np.isnan(tp_price).all() and np.isnan(sl_price).all())
     equity = np.zeros((n_bars, n_sym))
     holding = np.zeros((n_bars, n_sym), dtype=bool)
     trades: list[dict] = []
     for s in range(n_sym):
         sim = _SymbolReference(s, cfg.init_cash / n_sym, cfg, trades)
-        pending = NAN
+        pending = (NAN, NAN, NAN)  # signal, take-profit price, stop-loss price
         last = NAN
         for t in range(n_bars):
             o, h, lo, c = open_[t, s], high[t, s], low[t, s], close[t, s]
             if all(math.isfinite(v) for v in (o, h, lo, c)):
+                now = (signal[t, s], tp_price[t, s], sl_price[t, s])
                 if cfg.fill == "close":
                     if sim.pos is not None:
                         sim.pos.held += 1
-                        sim.check_stops(t, o, h, lo, intrabar=True)
-                    sim.act(t, c, signal[t, s])
+                        if stops_on:
+                            sim.check_stops(t, o, h, lo, intrabar=True)
+                    sim.act(t, c, *now)
                 else:
-                    sim.check_stops(t, o, h, lo, intrabar=False)
-                    sim.act(t, o, pending)
-                    sim.check_stops(t, o, h, lo, intrabar=True)
-                    pending = signal[t, s]
+                    if stops_on:
+                        sim.check_stops(t, o, h, lo, intrabar=False)
+                    sim.act(t, o, *pending)
+                    if stops_on:
+                        sim.check_stops(t, o, h, lo, intrabar=True)
+                    pending = now
                     if sim.pos is not None:
                         sim.pos.held += 1
                 last = c
@@ -443,16 +461,25 @@ def scenarios(draw):
         take_profit=draw(st.sampled_from([None, 0.01, 0.04])),
         stop_loss=draw(st.sampled_from([None, 0.01, 0.03])),
         max_bars=draw(st.sampled_from([None, 1, 3])),
+        block_reentry=draw(st.booleans()),
     )
-    return open_, high, low, close, signal, cfg
+    levels = None
+    if draw(st.booleans()):  # a strategy's own bracket prices, some bars without
+        levels = tuple(np.where(rng.random((n_bars, n_sym)) < 0.4, NAN,
+                                close * np.exp(rng.normal(0, 0.03, (n_bars, n_sym))))
+                       for _ in range(2))
+    return open_, high, low, close, signal, cfg, levels
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_kernel_equals_reference_loop(scenario):
-    open_, high, low, close, signal, cfg = scenario
-    got = simulate_arrays(close, signal, cfg, open=open_, high=high, low=low)
-    ref_trades, ref_equity, ref_open = reference_backtest(open_, high, low, close, signal, cfg)
+    open_, high, low, close, signal, cfg, levels = scenario
+    tp_price, sl_price = levels or (None, None)
+    got = simulate_arrays(close, signal, cfg, open=open_, high=high, low=low,
+                          take_profit_price=tp_price, stop_loss_price=sl_price)
+    ref_trades, ref_equity, ref_open = reference_backtest(open_, high, low, close, signal, cfg,
+                                                          tp_price, sl_price)
     expected = np.array([[t[f] for f in TRADE_FIELDS] for t in ref_trades]).reshape(
         -1, len(TRADE_FIELDS))
     np.testing.assert_allclose(_canonical(got.trades), _canonical(expected), rtol=1e-9, atol=1e-9)
@@ -463,8 +490,10 @@ def test_kernel_equals_reference_loop(scenario):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_trade_pnl_minus_costs_is_the_equity_change(scenario):
-    open_, high, low, close, signal, cfg = scenario
-    got = simulate_arrays(close, signal, cfg, open=open_, high=high, low=low)
+    open_, high, low, close, signal, cfg, levels = scenario
+    tp_price, sl_price = levels or (None, None)
+    got = simulate_arrays(close, signal, cfg, open=open_, high=high, low=low,
+                          take_profit_price=tp_price, stop_loss_price=sl_price)
     tr = got.trades
     gross = tr[:, COL["gross_pnl"]].sum()
     costs = tr[:, COL["commission"]].sum() + tr[:, COL["slippage"]].sum()
@@ -555,3 +584,23 @@ def test_big_panels_run_in_column_chunks_with_the_same_results(monkeypatch):
     np.testing.assert_array_equal(chunked.trades, whole.trades)  # symbols renumbered back
     np.testing.assert_allclose(chunked.equity, whole.equity, rtol=1e-12)
     np.testing.assert_array_equal(chunked.open_count, whole.open_count)
+
+
+def test_absolute_bracket_levels_from_the_signal_bar_and_event_reentry():
+    # a BUY event at bar 0 with its own take-profit at 104 and stop at 97
+    o, h, lo, c = bars_1([100, 100, 101, 100, 100, 100], [100, 100, 105, 100, 100, 100],
+                         [100, 100, 100, 100, 100, 100], [100, 100, 102, 100, 100, 100])
+    signal = [1, NAN, NAN, 1, NAN, NAN]
+    tp = np.array([104, NAN, NAN, NAN, NAN, NAN])[:, None]
+    sl = np.array([97, NAN, NAN, NAN, NAN, NAN])[:, None]
+    events = BacktestConfig(fill="close", size_mode="shares", size=1, block_reentry=False)
+    res = simulate_arrays(c, np.array(signal, dtype=float)[:, None], events, open=o, high=h,
+                          low=lo, take_profit_price=tp, stop_loss_price=sl)
+    first, second = trade(res, 0), trade(res, 1)
+    assert first["exit_reason"] == REASONS.index("take_profit") and first["exit_price"] == 104
+    # the next BUY event enters again (no levels on it: held to the end)
+    assert second["entry_bar"] == 3 and second["exit_reason"] == REASONS.index("open")
+    levels = BacktestConfig(fill="close", size_mode="shares", size=1)  # level semantics
+    res = simulate_arrays(c, np.array(signal, dtype=float)[:, None], levels, open=o, high=h,
+                          low=lo, take_profit_price=tp, stop_loss_price=sl)
+    assert len(res.trades) == 1  # the second +1 is still "long", blocked after the exit
