@@ -23,6 +23,7 @@ from trading_assets.core.backtest import (
 )
 from trading_assets.core.bars import panel
 from trading_assets.core.strategies import ema_concentration as ema_strategy
+from trading_assets.core.strategies import fib_retracement as fib_strategy
 from trading_assets.core.strategies import ma_crossover as ma_strategy
 from trading_assets.defs.reports import equity_curve_markdown, frame_markdown
 from trading_assets.defs.resources import EmaConcentrationSettings, MarketDataResource
@@ -173,3 +174,68 @@ def ma_crossover_backtest_asset(
     result = backtest(PricePanels.from_bars(bars), signal, cfg)
     return _output(result, f"ma_crossover backtest {config.start}..{config.end}", t0,
                    params=dg.MetadataValue.json(params.__dict__))
+
+
+# ----------------------------------------------------------------------------- fib_retracement
+
+
+class FibRetracementBacktestConfig(dg.Config):
+    """Date range (New York session dates, inclusive), watchlist and parameters."""
+
+    start: str = "2025-01-02"
+    end: str = "2025-03-31"
+    symbols: list[str] = ["SPY", "QQQ", "AAPL"]  # noqa: RUF012 (pydantic copies defaults)
+    interval: str = "1h"
+    lookback: int = 40
+    window: int = 3
+    tolerance: float = 0.03
+    size: float = 1.0
+    allow_short: bool = True
+    commission_bps: float = 0.0
+    slippage_bps: float = 0.0
+    init_cash: float = 100_000.0
+
+
+_FIB_DIRECTION = {fib_strategy.Signal.BUY.value: 1.0, fib_strategy.Signal.SELL.value: -1.0}
+
+
+@dg.asset(
+    key=["fib_retracement", "backtest"],
+    group_name="fib_retracement",
+    kinds={"pandas"},
+    description="Seed 000 over a watchlist: the strategy's `signal_history` (what each hourly "
+                "tick would have seen), entries at the signal bar's close with the signal's own "
+                "take-profit and stop-loss; an opposite signal reverses, a repeat is ignored.",
+)
+def fib_retracement_backtest_asset(
+    context: dg.AssetExecutionContext,
+    config: FibRetracementBacktestConfig,
+    market_data: MarketDataResource,
+) -> dg.Output[pd.DataFrame]:
+    t0 = time.perf_counter()
+    params = fib_strategy.Params(lookback=config.lookback, window=config.window,
+                                 tolerance=config.tolerance)
+    start, end = _session_range(config.start, config.end)
+    bars = market_data.get().get_bars(config.symbols, start, end, config.interval)
+    if bars.empty:
+        raise dg.Failure(f"no bars for {config.symbols} between {config.start} and {config.end}")
+    prices = PricePanels.from_bars(bars)
+    columns: dict[str, dict[str, pd.Series]] = {"signal": {}, "take_profit": {}, "stop_loss": {}}
+    for symbol, group in bars.groupby("symbol", sort=True):
+        history = fib_strategy.signal_history(group, params)
+        direction = history["signal"].map(_FIB_DIRECTION).astype("float64")
+        columns["signal"][symbol] = direction
+        for level in ("take_profit", "stop_loss"):
+            columns[level][symbol] = history[level].astype("float64").where(direction.notna())
+    signal, take_profit, stop_loss = (pd.DataFrame(columns[c]) for c in columns)
+    context.log.info(f"{int(signal.notna().sum().sum())} signals over {len(config.symbols)} symbols")
+    cfg = BacktestConfig(
+        fill="close", init_cash=config.init_cash, size_mode="fraction", size=config.size,
+        allow_short=config.allow_short, slippage_bps=config.slippage_bps,
+        commission_bps=config.commission_bps, block_reentry=False,
+    )
+    result = backtest(prices, signal, cfg, take_profit_price=take_profit, stop_loss_price=stop_loss)
+    return _output(result, f"fib_retracement backtest {config.start}..{config.end}", t0,
+                   params=dg.MetadataValue.json({"lookback": params.lookback,
+                                                 "window": params.window,
+                                                 "tolerance": params.tolerance}))

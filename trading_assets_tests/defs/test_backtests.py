@@ -4,10 +4,14 @@ import base64
 import re
 
 import dagster as dg
+import pandas as pd
 import pytest
 
+from trading_assets.adapters.market_data.replay import ReplayMarketData
+from trading_assets.core.strategies import fib_retracement as fib
 from trading_assets.defs.backtests import (
     ema_concentration_backtest_asset,
+    fib_retracement_backtest_asset,
     ma_crossover_backtest_asset,
 )
 from trading_assets.defs.resources import EmaConcentrationSettings, local_resources
@@ -87,16 +91,39 @@ def test_ma_crossover_backtest_over_a_watchlist(tmp_path):
     assert _png(meta["equity_curve"]).startswith(b"\x89PNG")
 
 
+def test_fib_backtest_enters_on_signals_and_exits_at_their_own_brackets(tmp_path):
+    config = {"start": "2025-01-02", "end": "2025-03-31", "symbols": ["SPY"]}
+    result = _materialise(fib_retracement_backtest_asset, tmp_path, config)
+    assert result.success
+    trades = result.output_for_node(fib_retracement_backtest_asset.node_def.name)
+    bars = ReplayMarketData().get_bars(["SPY"], pd.Timestamp("2025-01-02 14:30", tz="UTC"),
+                                       pd.Timestamp("2025-04-01", tz="UTC"), "1h")
+    history = fib.signal_history(bars, fib.Params())
+    assert len(trades) >= 2
+    for tr in trades.itertuples():
+        row = history.loc[tr.entry_time]
+        assert row["signal"] == ("buy" if tr.direction > 0 else "sell")
+        assert tr.entry_price == pytest.approx(row["entry"])  # the signal bar's close
+        if tr.exit_reason == "take_profit":  # at the level, or better on a gap open
+            assert tr.direction * (tr.exit_price - row["take_profit"]) >= -1e-9
+        if tr.exit_reason == "stop_loss":  # at the level, or worse on a gap open
+            assert tr.direction * (tr.exit_price - row["stop_loss"]) <= 1e-9
+    assert {"take_profit", "stop_loss"} & set(trades["exit_reason"])
+
+
 def test_backtest_assets_are_in_their_flow_groups():
+    assets = (ema_concentration_backtest_asset, ma_crossover_backtest_asset,
+              fib_retracement_backtest_asset)
     groups = {key.to_user_string(): group
-              for asset in (ema_concentration_backtest_asset, ma_crossover_backtest_asset)
-              for key, group in asset.group_names_by_key.items()}
+              for asset in assets for key, group in asset.group_names_by_key.items()}
     assert groups == {"ema_concentration/backtest": "ema_concentration",
-                      "ma_crossover/backtest": "ma_crossover"}
+                      "ma_crossover/backtest": "ma_crossover",
+                      "fib_retracement/backtest": "fib_retracement"}
 
 
 def test_the_code_location_loads_the_backtest_assets():
     from trading_assets.definitions import defs
 
     keys = {k.to_user_string() for k in defs().resolve_asset_graph().get_all_asset_keys()}
-    assert {"ema_concentration/backtest", "ma_crossover/backtest"} <= keys
+    assert {"ema_concentration/backtest", "ma_crossover/backtest",
+            "fib_retracement/backtest"} <= keys
