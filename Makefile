@@ -28,6 +28,7 @@ dev: install home
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 test: install
+	$(VENV)/bin/ruff check trading_assets trading_assets_tests benchmarks
 	$(VENV)/bin/pytest
 
 $(VENV)/.bench-installed: $(VENV)/.installed
