@@ -1,5 +1,6 @@
 """Replay market data: deterministic, calendar-aware, same schema as every provider."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -67,3 +68,85 @@ def test_many_symbols_in_one_frame():
     bars = replay.get_bars(symbols, pd.Timestamp("2025-11-17", tz=UTC), pd.Timestamp("2025-11-22", tz=UTC))
     assert bars["symbol"].nunique() == 500 and len(bars) == 500 * 65
     assert bar_problems(bars, symbols) == []
+
+
+# ----------------------------------------------------------------------------- minute bars
+
+WEEK = (pd.Timestamp("2025-11-24", tz=UTC), pd.Timestamp("2025-11-29", tz=UTC))  # incl. a half day
+
+
+def _by_half_hour(minutes: pd.DataFrame) -> pd.DataFrame:
+    g = minutes.groupby(["symbol", minutes.index.floor("30min")])
+    return pd.DataFrame({"open": g["open"].first(), "close": g["close"].last(),
+                         "volume": g["volume"].sum(), "n": g.size()})
+
+
+def test_minute_bars_aggregate_to_the_half_hour_open_close_and_volume_exactly(replay):
+    symbols = ["SPY", "TQQQ", "AAPL"]
+    minutes = replay.get_bars(symbols, *WEEK, "1min")
+    half = replay.get_bars(symbols, *WEEK, "30min")
+    assert tuple(minutes.columns) == BAR_COLUMNS and bar_problems(minutes, symbols) == []
+    agg = _by_half_hour(minutes)
+    want = half.set_index("symbol", append=True).swaplevel().sort_index()
+    assert len(agg) == len(want) and (agg["n"] == 30).all()
+    agg = agg.loc[want.index]
+    # bit for bit, not approximately
+    assert (agg["open"].to_numpy() == want["open"].to_numpy()).all()
+    assert (agg["close"].to_numpy() == want["close"].to_numpy()).all()
+    assert (agg["volume"].to_numpy() == want["volume"].to_numpy()).all()
+    # within a session each minute opens at the previous minute's close
+    spy = minutes[minutes["symbol"] == "SPY"]
+    same_day = spy.index[1:] - spy.index[:-1] == pd.Timedelta(minutes=1)
+    assert (spy["open"].to_numpy()[1:][same_day] == spy["close"].to_numpy()[:-1][same_day]).all()
+
+
+def test_minute_bars_high_low_are_sensible(replay):
+    minutes = replay.get_bars(["SPY", "TQQQ"], *WEEK, "1min")
+    body_hi = minutes[["open", "close"]].max(axis=1)
+    body_lo = minutes[["open", "close"]].min(axis=1)
+    assert (minutes["high"] >= body_hi).all() and (minutes["low"] <= body_lo).all()
+    assert (minutes["low"] > 0).all() and (minutes["volume"] >= 0).all()
+    assert (minutes["volume"] == minutes["volume"].round()).all()
+    # a minute moves about sqrt(30) times less than half an hour, and wicks are small
+    for symbol in ("SPY", "TQQQ"):
+        one = minutes[minutes["symbol"] == symbol]
+        half = replay.get_bars([symbol], *WEEK, "30min")
+        ratio = (np.log(half["close"]).diff().std() / np.log(one["close"]).diff().std())
+        assert 3 < ratio < 10
+        assert ((one["high"] - one["low"]) / one["close"]).max() < 0.05
+
+
+def test_minute_bars_are_the_same_whichever_window_asks(replay):
+    wide = replay.get_bars(["SPY"], *WEEK, "1min")
+    # a window that starts and ends mid-half-hour, with another symbol alongside
+    narrow = replay.get_bars(["AAPL", "SPY"], pd.Timestamp("2025-11-26 15:07", tz=UTC),
+                             pd.Timestamp("2025-11-26 15:44", tz=UTC), "1min")
+    narrow = narrow[narrow["symbol"] == "SPY"]
+    assert len(narrow) == 37
+    pd.testing.assert_frame_equal(narrow, wide.loc[narrow.index], check_exact=True)
+    again = ReplayMarketData().get_bars(["SPY"], *WEEK, "1min")
+    pd.testing.assert_frame_equal(again, wide, check_exact=True)
+
+
+def test_minute_bars_are_session_only(replay):
+    minutes = replay.get_bars(["SPY"], pd.Timestamp("2025-11-26", tz=UTC),
+                              pd.Timestamp("2025-11-29", tz=UTC), "1min")
+    local = minutes.index.tz_convert("America/New_York")
+    per_day = pd.Series(1, index=local).groupby(local.date).size()
+    assert {str(d): n for d, n in per_day.items()} == {"2025-11-26": 390, "2025-11-28": 210}
+    assert local.min().strftime("%H:%M") == "09:30"
+    assert local[local.date == local.max().date()].max().strftime("%H:%M") == "12:59"
+    assert {t.strftime("%H:%M") for t in local[local.date == local.min().date()][[0, -1]]} == {
+        "09:30", "15:59"}
+
+
+def test_five_and_fifteen_minute_bars_aggregate_the_minutes(replay):
+    minutes = replay.get_bars(["TQQQ"], *WEEK, "1min")
+    for interval in ("5min", "15min"):
+        bars = replay.get_bars(["TQQQ"], *WEEK, interval)
+        g = minutes.groupby(minutes.index.floor(interval))
+        want = pd.DataFrame({"open": g["open"].first(), "high": g["high"].max(), "low": g["low"].min(),
+                             "close": g["close"].last(), "volume": g["volume"].sum()})
+        assert len(bars) == len(want) == len(minutes) // int(interval.removesuffix("min"))
+        pd.testing.assert_frame_equal(bars.drop(columns="symbol"), want.rename_axis("timestamp"),
+                                      check_exact=True, check_freq=False)

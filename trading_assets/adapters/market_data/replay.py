@@ -12,6 +12,26 @@ How a bar is made (all vectorised over symbols x bars):
   from a hash of its name (stable across processes and machines).
 - Only bars inside NYSE sessions are returned (exchange calendar: holidays, half days).
 
+Intervals under 30 minutes ("1min", "5min", "15min") are cut out of the 30-minute bars,
+so they agree with them exactly:
+- Each 30-minute bar's log-price path is a bridge from its open to its close: a random
+  walk of 30 one-minute steps read from the same tape at a second per-symbol offset
+  (30 tape steps per 30-minute bar, so minutes never reuse the 30-minute step at the same
+  place), scaled to one tape unit of variance over the bar, minus the straight line that
+  makes it end where it started, plus the straight line from the open to the close. So
+  the first minute opens at the 30-minute open and the last minute closes at the
+  30-minute close, bit for bit (the endpoints are copied, not recomputed), and the
+  30 minute volumes are whole numbers that add up to the 30-minute volume.
+- A minute's high/low reach beyond its open/close by the tape's intrabar shape scaled to
+  a minute (volatility / sqrt(30)), so high >= max(open, close) >= min(open, close) >=
+  low > 0. The bridge is not squeezed into the 30-minute range: a minute's high or low
+  may lie beyond the 30-minute bar's (only open, close and volume aggregate exactly).
+- 5- and 15-minute bars aggregate the 1-minute bars (first open, last close, max high,
+  min low, summed volume).
+- A bridge knows where it is going: within a 30-minute bar the minutes drift towards its
+  close, a little predictability real markets do not offer. Keep it in mind when a
+  1-minute strategy backtests well on replay data.
+
 Real sample data, not made-up noise; deterministic; no network.
 """
 
@@ -31,7 +51,8 @@ from trading_assets.core import calendar
 from trading_assets.core.bars import BAR_COLUMNS, empty_bars, normalise_bars
 from trading_assets.core.ports import MarketDataError, UnknownSymbolError
 
-INTERVALS = {"30min": 30, "1h": 60}
+INTERVALS = {"1min": 1, "5min": 5, "15min": 15, "30min": 30, "1h": 60}
+_MINUTES_PER_STEP = 30  # the tape moves one step per 30 minutes
 _EPOCH = pd.Timestamp("2000-01-03 14:30", tz="UTC")
 _SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}([.-][A-Z0-9]{1,4})?$")
 
@@ -53,6 +74,7 @@ def _tape() -> dict[str, np.ndarray]:
     volume = raw["Volume"].to_numpy(dtype="float64")[1:]
     return {
         "level": level,
+        "step": np.roll(level, -1) - level,  # level[i+1] - level[i], wrapping round
         "up": np.clip(up, 0, None),
         "down": np.clip(down, 0, None),
         "volume": volume / volume.mean(),
@@ -75,6 +97,89 @@ def _symbol_params(symbol: str, n_tape: int) -> tuple[int, float, float, float]:
         vol *= 3.0  # leveraged ETFs move about 3x
     volume = 1e5 * (1 + int.from_bytes(h[7:9], "big") / 6553.5)
     return offset, base, vol, volume
+
+
+def _minute_offset(symbol: str, n_tape: int) -> int:
+    """Stable second offset into the tape, where a symbol's minute steps are read."""
+    h = hashlib.sha256(symbol.encode()).digest()
+    return int.from_bytes(h[9:13], "big") % n_tape
+
+
+def _tape_bars(symbols: list[str], step0: np.ndarray, steps: int) -> dict[str, np.ndarray]:
+    """open/high/low/close/volume (symbols x bars) of bars spanning `steps` tape steps
+    from the 30-minute steps `step0` since the epoch."""
+    tape = _tape()
+    n_tape = len(tape["level"])
+    params = np.array([_symbol_params(s, n_tape) for s in symbols])
+    offset = params[:, 0].astype(np.int64)[:, None]
+    base, vol, vol0 = params[:, 1:2], params[:, 2:3], params[:, 3:4]
+    i_open = (step0[None, :] + offset) % n_tape
+    i_close = (step0[None, :] + np.int64(steps) + offset) % n_tape
+    level = tape["level"]
+    open_ = base * np.exp(vol * level[i_open])
+    close = base * np.exp(vol * level[i_close])
+    reach = np.maximum(tape["up"][i_close], 0) * vol * close
+    dip = np.maximum(tape["down"][i_close], 0) * vol * close
+    return {
+        "open": open_,
+        "high": np.maximum(open_, close) + reach,
+        "low": np.minimum(open_, close) - dip,
+        "close": close,
+        "volume": np.round(vol0 * tape["volume"][i_close] * steps),
+    }
+
+
+def _minute_bars(symbols: list[str], step0: np.ndarray) -> dict[str, np.ndarray]:
+    """The 1-minute bars (symbols x 30-minute bars x 30 minutes) inside the 30-minute bars
+    starting `step0` steps after the epoch (see the module docstring)."""
+    tape = _tape()
+    n_tape = len(tape["level"])
+    m = _MINUTES_PER_STEP
+    outer = _tape_bars(symbols, step0, 1)
+    vol = np.array([_symbol_params(s, n_tape)[2] for s in symbols])[:, None, None]
+    offset = np.array([_minute_offset(s, n_tape) for s in symbols], dtype=np.int64)[:, None, None]
+    idx = (step0[None, :, None] * m + offset + np.arange(m, dtype=np.int64)) % n_tape
+    walk = np.concatenate(
+        [np.zeros((*idx.shape[:2], 1)), np.cumsum(tape["step"][idx], axis=-1) / np.sqrt(m)], axis=-1)
+    frac = np.arange(m + 1) / m
+    bridge = walk - frac * walk[..., -1:]  # 0 at both ends
+    log_open, log_close = np.log(outer["open"])[..., None], np.log(outer["close"])[..., None]
+    path = np.exp((1.0 - frac) * log_open + frac * log_close + vol * bridge)
+    path[..., 0] = outer["open"]  # exact, not exp(log(x))
+    path[..., -1] = outer["close"]
+    open_, close = path[..., :-1], path[..., 1:]
+    scale = vol / np.sqrt(m) * close
+    high = np.maximum(open_, close) + np.maximum(tape["up"][idx], 0) * scale
+    low = np.minimum(open_, close) - np.minimum(np.maximum(tape["down"][idx], 0) * scale,
+                                                0.5 * np.minimum(open_, close))
+    # whole-number volumes that add up to the 30-minute bar's exactly
+    weight = np.cumsum(tape["volume"][idx], axis=-1)
+    share = weight / weight[..., -1:]
+    share[..., -1] = 1.0
+    total = outer["volume"][..., None]
+    cum = np.concatenate([np.zeros((*share.shape[:2], 1)), np.round(total * share)], axis=-1)
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": np.diff(cum, axis=-1)}
+
+
+def _sub_bars(symbols: list[str], starts: pd.DatetimeIndex, minutes: int) -> dict[str, np.ndarray]:
+    """Bars of `minutes` (a divisor of 30) at `starts`, aggregated from the 1-minute bars."""
+    m = _MINUTES_PER_STEP
+    since = ((starts - _EPOCH) // pd.Timedelta(minutes=1)).to_numpy(dtype=np.int64)
+    step, within = np.divmod(since, m)
+    parents, where = np.unique(step, return_inverse=True)
+    minute = _minute_bars(symbols, parents)
+    if minutes == 1:
+        return {k: v[:, where, within] for k, v in minute.items()}
+    shape = (len(symbols), len(parents), m // minutes, minutes)
+    grouped = {k: v.reshape(shape) for k, v in minute.items()}
+    sub = within // minutes
+    return {
+        "open": grouped["open"][..., 0][:, where, sub],
+        "high": grouped["high"].max(axis=-1)[:, where, sub],
+        "low": grouped["low"].min(axis=-1)[:, where, sub],
+        "close": grouped["close"][..., -1][:, where, sub],
+        "volume": grouped["volume"].sum(axis=-1)[:, where, sub],
+    }
 
 
 class ReplayMarketData:
@@ -118,26 +223,15 @@ class ReplayMarketData:
         starts = self.bar_starts(start, end, interval)
         if len(starts) == 0 or not symbols:
             return empty_bars()
-        tape = _tape()
-        n_tape = len(tape["level"])
         minutes = INTERVALS[interval]
-        # 30-minute steps since the epoch for every bar start and its end; an hourly bar
-        # spans two steps, the price path is the same tape either way.
-        step0 = ((starts - _EPOCH) // pd.Timedelta(minutes=30)).to_numpy(dtype=np.int64)
-        steps = np.int64(minutes // 30)
-        params = np.array([_symbol_params(s, n_tape) for s in symbols])
-        offset = params[:, 0].astype(np.int64)[:, None]
-        base, vol, vol0 = params[:, 1:2], params[:, 2:3], params[:, 3:4]
-        i_open = (step0[None, :] + offset) % n_tape
-        i_close = (step0[None, :] + steps + offset) % n_tape
-        level = tape["level"]
-        open_ = base * np.exp(vol * level[i_open])
-        close = base * np.exp(vol * level[i_close])
-        reach = np.maximum(tape["up"][i_close], 0) * vol * close
-        dip = np.maximum(tape["down"][i_close], 0) * vol * close
-        high = np.maximum(open_, close) + reach
-        low = np.minimum(open_, close) - dip
-        volume = np.round(vol0 * tape["volume"][i_close] * steps)
+        if minutes < _MINUTES_PER_STEP:
+            bars = _sub_bars(symbols, starts, minutes)
+        else:
+            # 30-minute steps since the epoch for every bar start; an hourly bar spans
+            # two steps, the price path is the same tape either way.
+            step0 = ((starts - _EPOCH) // pd.Timedelta(minutes=30)).to_numpy(dtype=np.int64)
+            bars = _tape_bars(symbols, step0, minutes // _MINUTES_PER_STEP)
+        open_, high, low, close, volume = (bars[k] for k in ("open", "high", "low", "close", "volume"))
         n_sym, n_bar = open_.shape
         frame = pd.DataFrame(
             {
