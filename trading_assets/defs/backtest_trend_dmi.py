@@ -20,6 +20,7 @@ from trading_assets.core import calendar
 from trading_assets.core.backtest import BacktestConfig, PricePanels, backtest
 from trading_assets.core.strategies import trend_dmi_alerts as proxy
 from trading_assets.defs.backtests import _output, _session_range
+from trading_assets.defs.reports import frame_markdown
 from trading_assets.defs.resources import MarketDataResource
 
 
@@ -49,6 +50,16 @@ def _fetch_from(start: pd.Timestamp, warmup_sessions: int) -> pd.Timestamp:
     first_day = start.tz_convert(calendar.TZ).date()
     first = calendar.previous_sessions(first_day, warmup_sessions + 1)[0]
     return calendar.session_open_close(first)[0].tz_convert("UTC")
+
+
+def _alerts_preview(log: pd.DataFrame, rows: int = 20) -> str:
+    """The last synthesised alerts and what the state machine did with them."""
+    if log.empty:
+        return "no alerts in the range"
+    cols = ["symbol", "bar_time", "kind", "detail", "outcome", "actions", "position"]
+    preview = log.loc[:, cols].tail(rows).reset_index(drop=True)
+    preview["bar_time"] = preview["bar_time"].astype(str)
+    return frame_markdown(preview, max_rows=rows)
 
 
 @dg.asset(
@@ -112,6 +123,7 @@ def trend_dmi_backtest_asset(
                                       "interval": params.interval,
                                       "warmup_sessions": config.warmup_sessions}),
         alert_counts=dg.MetadataValue.json(counts),
+        alerts=dg.MetadataValue.md(_alerts_preview(log)),
         proxy=dg.MetadataValue.md(
             "Alerts synthesised from bars (no TradingView in a backtest): trend colour BLUE "
             f"when close > EMA({params.trend_period}), RED otherwise; DI crosses on sign "

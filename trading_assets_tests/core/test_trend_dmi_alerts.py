@@ -216,3 +216,11 @@ def test_backtest_trades_are_the_position_changes(replay):
         # fills at the alert bar's close
         close = prices.close[symbol]
         assert np.allclose(mine["entry_price"], close.loc[mine["entry_time"]].to_numpy())
+
+
+def test_no_alerts_give_an_all_nan_signal():
+    bars = _bars(ZIGZAG[:5])
+    log = proxy.alert_log(bars, proxy.ProxyParams(trend_period=20))
+    assert log.empty and list(log.columns) == proxy.LOG_COLUMNS
+    signal = proxy.trend_dmi_positions(bars, proxy.ProxyParams(trend_period=20))
+    assert signal.shape == (5, 1) and signal.isna().all().all()

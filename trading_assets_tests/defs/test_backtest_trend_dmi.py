@@ -59,6 +59,7 @@ def test_trend_dmi_backtest_shows_stats_and_equity_png(tmp_path):
     # OPENs on one bar, a re-entry then a flip, net to one fill)
     assert 0 < len(trades) <= counts.get("OPEN_LONG", 0) + counts.get("OPEN_SHORT", 0)
     assert "EMA(20)" in meta["proxy"]
+    assert "| symbol | bar_time | kind |" in meta["alerts"]
     # the IO manager stored the trades
     stored = pd.read_parquet(tmp_path / "trend_dmi" / "backtest" / "__unpartitioned__.parquet")
     assert len(stored) == len(trades)

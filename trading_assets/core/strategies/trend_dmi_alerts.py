@@ -244,12 +244,11 @@ def alert_log(
 def positions_from_log(log: pd.DataFrame, index: pd.DatetimeIndex, symbols: list[str]) -> pd.DataFrame:
     """Signal panel (index x symbols): the state's position after each bar's last alert
     as +1/-1/0, NaN on bars without alerts."""
-    signal = pd.DataFrame(np.nan, index=index, columns=list(symbols), dtype="float64")
-    if len(log):
-        last = log.groupby(["symbol", "bar_time"], sort=False)["position"].last()
-        for (symbol, bar_time), position in last.items():
-            signal.loc[bar_time, symbol] = POSITION_SIGNAL[PositionState(position)]
-    return signal
+    if not len(log):
+        return pd.DataFrame(np.nan, index=index, columns=list(symbols), dtype="float64")
+    last = log.groupby(["bar_time", "symbol"], sort=False)["position"].last()
+    values = last.map(lambda p: POSITION_SIGNAL[PositionState(p)]).astype("float64")
+    return values.unstack("symbol").reindex(index=index, columns=list(symbols))
 
 
 def trend_dmi_positions(
