@@ -6,6 +6,7 @@ one vectorised frame. Orders go through `core.execution`, which makes them exact
 """
 
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -248,20 +249,33 @@ def equity(
     ledger: LedgerResource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     t0 = time.perf_counter()
-    _, end = bar_window(context.partition_key)
+    key = context.partition_key
+    _, end = bar_window(key)
     brk, led = broker.get(), ledger.get()
     account = brk.account()
     positions = {p.symbol: p.qty for p in brk.positions()}
     acct = account_key(brk, account.account_id)
-    led.record_equity(EquitySnapshot(FLOW, context.partition_key, acct, end.to_pydatetime(),
-                                     account.cash, account.equity, account.buying_power, positions))
+    latest = led.latest_plan_key(FLOW)
     curve = led.equity_curve(FLOW)
+    recorded = curve[curve["partition_key"] == key]
+    if latest is None or key >= latest or recorded.empty:
+        # The account as it is now is this tick's value only if no later tick has traded.
+        led.record_equity(EquitySnapshot(FLOW, key, acct, end.to_pydatetime(), account.cash,
+                                         account.equity, account.buying_power, positions))
+        curve = led.equity_curve(FLOW)
+        snapshot = {"equity": account.equity, "cash": account.cash, "positions": positions}
+    else:
+        context.log.info(f"{key} is older than the last traded tick {latest}: keeping its recorded equity")
+        row = recorded.iloc[0]
+        snapshot = {"equity": float(row["equity"]), "cash": float(row["cash"]),
+                    "positions": json.loads(row["positions"])}
     curve = curve[curve["as_of"] <= end].reset_index(drop=True)
-    context.log.info(f"equity {account.equity:,.2f} (cash {account.cash:,.2f}, positions {positions})")
+    context.log.info(f"equity {snapshot['equity']:,.2f} (cash {snapshot['cash']:,.2f}, "
+                     f"positions {snapshot['positions']})")
     yield dg.Output(curve, metadata={
-        "equity": account.equity,
-        "cash": account.cash,
-        "positions": dg.MetadataValue.json(positions),
+        "equity": snapshot["equity"],
+        "cash": snapshot["cash"],
+        "positions": dg.MetadataValue.json(snapshot["positions"]),
         "ticks_recorded": len(curve),
         "equity_curve": dg.MetadataValue.md(equity_curve_markdown(curve, f"{FLOW} equity")),
         "work_ms": _elapsed_ms(t0),

@@ -194,3 +194,15 @@ def test_one_vectorised_frame_for_target_holdings_and_watchlist(harness):
     signals = result.output_for_node("ema_concentration__signals")
     assert sorted(signals.index) == ["AAPL", "QQQ", "SPY", "TQQQ"]
     assert set(signals["signal"]) <= {"bullish", "bearish", "neutral"}
+
+
+def test_rerunning_an_earlier_tick_keeps_its_recorded_equity(harness):
+    assert harness.run(BEARISH).success
+    assert harness.run(BULLISH).success
+    assert harness.run(EXIT).success  # a round trip with costs changes the account
+    before = harness.ledger.equity_curve("ema_concentration").set_index("partition_key")["equity"]
+    rerun = harness.run(BULLISH)
+    assert rerun.success
+    after = harness.ledger.equity_curve("ema_concentration").set_index("partition_key")["equity"]
+    assert after.to_dict() == before.to_dict()
+    assert metadata(rerun, "equity", "equity") == before[BULLISH]
