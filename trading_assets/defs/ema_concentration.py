@@ -173,10 +173,11 @@ def orders(
         )
 
     prices = {str(s): float(p) for s, p in signals["price"].items()}
-    brk.observe_prices(prices, end.to_pydatetime())
     signal = strategy.Signal(signals.loc[params.target, "signal"])
     notes: list[str] = []
     latest = led.latest_plan_key(FLOW)
+    if latest is None or key >= latest:
+        brk.observe_prices(prices, end.to_pydatetime())  # never mark the account to an old tick
     age_min = (datetime.now(UTC) - end.to_pydatetime()).total_seconds() / 60
     max_age = trading_settings.max_tick_age_minutes
     if latest is not None and key < latest:
