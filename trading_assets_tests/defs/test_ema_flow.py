@@ -174,12 +174,15 @@ def test_drift_between_ledger_and_broker_stops_the_flow(harness):
 
 
 def test_an_older_tick_after_a_newer_one_computes_signals_but_orders_nothing(harness):
-    assert harness.run(EXIT).success
-    result = harness.run(BULLISH)  # a backfill of the day before
-    assert result.success and metadata(result, "signals", "target_signal") == "bullish"
+    assert harness.run(BULLISH).success  # buys TQQQ
+    assert harness.run("2025-11-18-13:00").success  # still holding; marked at 13:00
+    marked = harness.broker.account().equity
+    result = harness.run(BEARISH)  # a backfill of 12:00, which never ran: bearish, TQQQ held
+    assert result.success and metadata(result, "signals", "target_signal") == "bearish"
     assert metadata(result, "orders", "orders") == 0
     assert "older than the last traded tick" in metadata(result, "orders", "notes")
-    assert harness.broker.orders() == []
+    assert len(harness.broker.orders()) == 1, "no sell for a tick in the past"
+    assert harness.broker.account().equity == marked, "an old tick must not re-mark the account"
 
 
 def test_stale_ticks_are_not_traded_when_a_max_age_is_set(harness):
