@@ -372,7 +372,9 @@ def compute_stats(
     years = (index[-1] - index[0]).total_seconds() / (365.25 * 86400) if len(index) > 1 else 0.0
     cagr = float("nan")
     if years > 0 and end_value > 0:
-        cagr = (end_value / start_value) ** (1 / years) - 1
+        # exp/log form: annualising a big return over hours overflows `**`; report inf.
+        growth = math.log(end_value / start_value) / years
+        cagr = math.expm1(growth) if growth < 700 else float("inf")
     curve = np.concatenate([[start_value], values])
     rets = curve[1:] / curve[:-1] - 1.0
     std = rets.std(ddof=1) if len(rets) > 1 else float("nan")

@@ -604,3 +604,14 @@ def test_absolute_bracket_levels_from_the_signal_bar_and_event_reentry():
     res = simulate_arrays(c, np.array(signal, dtype=float)[:, None], levels, open=o, high=h,
                           low=lo, take_profit_price=tp, stop_loss_price=sl)
     assert len(res.trades) == 1  # the second +1 is still "long", blocked after the exit
+
+
+def test_cagr_of_a_large_return_over_hours_does_not_overflow():
+    from trading_assets.core.backtest import compute_stats
+
+    idx = pd.date_range("2025-02-12 14:30", periods=11, freq="30min", tz="UTC")
+    equity = pd.Series(np.linspace(100_000, 150_000, 11), index=idx)
+    trades = pd.DataFrame({"pnl": pd.Series(dtype="float64")})
+    stats = compute_stats(equity, trades, init_cash=100_000)
+    assert stats["total_return"] == pytest.approx(0.5)
+    assert stats["cagr"] == float("inf")

@@ -70,7 +70,8 @@ def test_webserver_serves_lineage_partitions_checks_and_schedule(tmp_path):
 
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert {"ema_concentration/bars", "ema_concentration/orders", "ema_concentration/equity"} <= set(nodes)
-    assert [d["path"] for d in nodes["ema_concentration/orders"]["dependencyKeys"]] == [["ema_concentration", "signals"]]
+    orders_parents = [d["path"] for d in nodes["ema_concentration/orders"]["dependencyKeys"]]
+    assert orders_parents == [["ema_concentration", "signals"]]
     assert nodes["ema_concentration/orders"]["isPartitioned"]
     assert nodes["ema_concentration/orders"]["pools"] == ["broker_api"]
     checks = nodes["ema_concentration/bars"]["assetChecksOrError"]["checks"]
