@@ -38,6 +38,7 @@ def _tick_keys(n: int) -> list[str]:
 def bench_size(n_symbols: int, reps: int) -> dict:
     import dagster as dg
 
+    from trading_assets.cli import QUIET_LOGS
     from trading_assets.core.bars import bar_problems
     from trading_assets.core.calendar import previous_sessions, session_open_close
     from trading_assets.core.strategies import ema_concentration as strategy
@@ -60,7 +61,8 @@ def bench_size(n_symbols: int, reps: int) -> dict:
         )
         for i, key in enumerate(keys):
             t0 = time.perf_counter()
-            result = dg.materialize(flow.FLOW_ASSETS, resources=resources, partition_key=key)
+            result = dg.materialize(flow.FLOW_ASSETS, resources=resources, partition_key=key,
+                                    run_config=QUIET_LOGS)
             wall = time.perf_counter() - t0
             work = sum(
                 m.metadata["work_ms"].value

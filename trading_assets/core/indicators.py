@@ -94,15 +94,14 @@ def _run(
         return outs
     n_rows, n_cols = arrays[0].shape
     labels = list(inputs[0].columns) if isinstance(inputs[0], pd.DataFrame) else range(n_cols)
-    outs = [np.empty((n_rows, n_cols)) for _ in range(n_out)]
-    col_outs = [np.empty(n_rows) for _ in range(n_out)]
+    # Column-major outputs: each symbol's column is contiguous, so the kernel writes it in
+    # place (no per-column copy), and column-major inputs are read without copying too.
+    outs = [np.empty((n_rows, n_cols), order="F") for _ in range(n_out)]
     for j in range(n_cols):
         cols = [np.ascontiguousarray(a[:, j]) for a in arrays]
-        status = kernel(*cols, *params, *col_outs)
+        status = kernel(*cols, *params, *(out[:, j] for out in outs))
         if status != _kernels.OK:
             raise ValueError(_gap_message(name) + f" (column {labels[j]!r})")
-        for out, col_out in zip(outs, col_outs, strict=True):
-            out[:, j] = col_out
     return outs
 
 

@@ -7,24 +7,7 @@ import threading
 import pytest
 
 from trading_assets.adapters.ratelimit import RateLimiter
-
-
-class FakeTime:
-    """A clock that only moves when the limiter sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def clock(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
+from trading_assets_tests.fakes.clock import FakeTime
 
 
 def test_calls_within_the_limit_go_straight_through() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -13,27 +12,10 @@ import pytest
 from trading_assets.adapters.market_data.twelve_data import TwelveData
 from trading_assets.core.bars import bar_problems
 from trading_assets.core.ports import MarketData, MarketDataError, RateLimited, UnknownSymbolError
+from trading_assets_tests.fakes.clock import FakeTime
 from trading_assets_tests.fakes.twelve_data import API_KEY, FakeTwelveData
 
 START, END = datetime(2024, 3, 8, tzinfo=UTC), datetime(2024, 3, 12, tzinfo=UTC)
-
-
-class FakeClock:
-    """Wall clock shared by the adapter (sleeps) and the fake (credit minutes)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def time(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
 
 
 def session_bars(day: str, seed: int) -> pd.DataFrame:
@@ -46,12 +28,12 @@ def session_bars(day: str, seed: int) -> pd.DataFrame:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(pd.Timestamp("2024-03-12 15:00:10", tz="UTC").timestamp())
+def clock() -> FakeTime:
+    return FakeTime(pd.Timestamp("2024-03-12 15:00:10", tz="UTC").timestamp())
 
 
 @pytest.fixture
-def fake(clock: FakeClock) -> Iterator[FakeTwelveData]:
+def fake(clock: FakeTime) -> Iterator[FakeTwelveData]:
     server = FakeTwelveData(clock=clock.time)
     for i, sym in enumerate(["AAPL", "TQQQ", "MSFT"]):
         server.add_bars(
@@ -66,7 +48,7 @@ def fake(clock: FakeClock) -> Iterator[FakeTwelveData]:
         server.stop()
 
 
-def provider(fake: FakeTwelveData, clock: FakeClock, **kw: object) -> TwelveData:
+def provider(fake: FakeTwelveData, clock: FakeTime, **kw: object) -> TwelveData:
     kw.setdefault("credits_per_minute", None)
     return TwelveData(API_KEY, base_url=fake.url, sleep=clock.sleep, clock=clock.time, **kw)
 
