@@ -14,8 +14,6 @@ import sys
 import time
 from datetime import date
 
-import pandas as pd
-
 from trading_assets.core import calendar
 
 JOB = "ema_concentration_job"
@@ -93,7 +91,3 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.day, args.ticks)
     return 2
 
-
-if __name__ == "__main__":  # pragma: no cover
-    pd.set_option("display.width", 120)
-    raise SystemExit(main())

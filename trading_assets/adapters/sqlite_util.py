@@ -37,6 +37,23 @@ def transaction(path: str | Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+_READY: set[tuple[str, str]] = set()
+
+
+def ensure_schema(path: str | Path, schema: str) -> None:
+    """Create the tables in `schema` (statements separated by `;`), once per process and
+    file: adapters are built afresh in every asset, so this keeps a write transaction off
+    each of them. A file deleted meanwhile is created again."""
+    p = Path(path).resolve()
+    key = (str(p), schema)
+    if key in _READY and p.exists():
+        return
+    with transaction(p) as conn:
+        for statement in filter(str.strip, schema.split(";")):
+            conn.execute(statement)
+    _READY.add(key)
+
+
 @contextmanager
 def reading(path: str | Path) -> Iterator[sqlite3.Connection]:
     conn = connect(path)

@@ -164,7 +164,8 @@ def orders(
     account = brk.account()
     acct = account_key(brk, account.account_id)
     ensure_baseline(brk, led, acct, FLOW, end.to_pydatetime())
-    drift = reconcile(led.net_positions(acct), {p.symbol: p.qty for p in brk.positions()})
+    positions = {p.symbol: p.qty for p in brk.positions()}
+    drift = reconcile(led.net_positions(acct), positions)
     if drift:
         raise dg.Failure(
             description="ledger and broker positions disagree; not trading until reconciled: "
@@ -187,8 +188,7 @@ def orders(
         notes.append(f"tick closed {age_min:.0f} min ago (> {max_age}): signals only, no orders")
         planned = []
     else:
-        decision = strategy.plan(signal, params, {p.symbol: p.qty for p in brk.positions()},
-                                 prices, account.buying_power)
+        decision = strategy.plan(signal, params, positions, prices, account.buying_power)
         notes.extend(decision.notes)
         planned = decision.orders
     intents = [

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from trading_assets.adapters.brokers.paper import PaperBroker
+from trading_assets.adapters.brokers.safety import env_flag
 from trading_assets.adapters.ledger.sqlite import SqliteLedger
 from trading_assets.adapters.market_data.replay import ReplayMarketData
 from trading_assets.core.ports import Broker, Ledger, MarketData
@@ -82,7 +83,7 @@ class TradingSettings(dg.ConfigurableResource):
 
     def kill_switch_engaged(self) -> bool:
         """The configured switch, or TRADING_KILL_SWITCH read now (no redeploy needed)."""
-        return self.kill_switch or _flag("TRADING_KILL_SWITCH")
+        return self.kill_switch or env_flag("TRADING_KILL_SWITCH")
 
 
 class EmaConcentrationSettings(dg.ConfigurableResource):
@@ -107,10 +108,6 @@ def trading_env() -> str:
 
 def data_dir() -> Path:
     return Path(os.environ.get("TRADING_DATA_DIR", Path.cwd() / ".trading_data")).resolve()
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def local_resources(base: Path | None = None, **overrides: object) -> dict[str, object]:

@@ -40,12 +40,8 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str, key: str):
     return mats[0].metadata[key].value
 
 
-def check_evaluations(result: dg.ExecuteInProcessResult) -> list:
-    return result.get_asset_check_evaluations()
-
-
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in check_evaluations(result)}
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trading_assets.adapters.sqlite_util import reading, transaction
+from trading_assets.adapters.sqlite_util import ensure_schema, reading, transaction
 from trading_assets.core.execution import flatten_request
 from trading_assets.core.ports import (
     Account,
@@ -66,9 +66,8 @@ class PaperBroker:
         self.account_id = account_id
         self.commission_per_share = commission_per_share
         self.slippage_bps = slippage_bps
+        ensure_schema(self.path, _SCHEMA)
         with transaction(self.path) as conn:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
             conn.execute(
                 "INSERT OR IGNORE INTO account (account_id, cash) VALUES (?, ?)",
                 (account_id, float(starting_cash)),

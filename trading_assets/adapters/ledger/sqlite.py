@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trading_assets.adapters.sqlite_util import reading, transaction
+from trading_assets.adapters.sqlite_util import ensure_schema, reading, transaction
 from trading_assets.core.ports import EquitySnapshot, OrderIntent, Side, Transaction
 
 _SCHEMA = """
@@ -56,9 +56,7 @@ class SqliteLedger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        with transaction(self.path) as conn:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
+        ensure_schema(self.path, _SCHEMA)
 
     # ------------------------------------------------------------------ plans and intents
     def record_plan(self, flow: str, partition_key: str, intents: Sequence[OrderIntent]) -> bool:
