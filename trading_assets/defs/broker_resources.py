@@ -278,6 +278,18 @@ class IGPricesResource(HidesSecrets, MarketDataResource):
 # ----------------------------------------------------------------------------- wiring
 
 
+def _endpoint(variable: str) -> str | None:
+    """A venue endpoint from the environment (None: the client's default host).
+
+    Checked here so a typo is a clear error before any call, not a connection failure."""
+    value = os.environ.get(variable, "").strip().rstrip("/")
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{variable}={value!r} is not an http(s) URL, e.g. http://127.0.0.1:8080")
+    return value
+
+
 def broker_resource(name: str, *, flow: str = "default", base: Path | None = None
                     ) -> BrokerResource:
     """The resource for broker `name`, secrets from the environment by `EnvVar`.
@@ -285,7 +297,9 @@ def broker_resource(name: str, *, flow: str = "default", base: Path | None = Non
     Non-secret settings come from plain environment variables with safe defaults
     (paper/demo accounts, live trading off):
     `ALPACA_PAPER` (true), `IG_ACC_TYPE` (demo), `TRADOVATE_ENVIRONMENT` (demo),
-    `TRADING_LIVE_TRADING` (false).
+    `TRADING_LIVE_TRADING` (false). Each venue's endpoint can be pointed at a proxy, a
+    recording server or a sandbox: `ALPACA_BASE_URL`, `IG_BASE_URL`, `TRADOVATE_BASE_URL`
+    (unset: the venue's own paper/demo or live host).
     """
     live_trading = env_flag("TRADING_LIVE_TRADING")
     if name == "paper":
@@ -295,12 +309,13 @@ def broker_resource(name: str, *, flow: str = "default", base: Path | None = Non
         return AlpacaBrokerResource(
             api_key=dg.EnvVar("ALPACA_API_KEY"), secret_key=dg.EnvVar("ALPACA_SECRET_KEY"),
             paper=os.environ.get("ALPACA_PAPER", "true").strip().lower() != "false",
-            live_trading=live_trading)
+            url_override=_endpoint("ALPACA_BASE_URL"), live_trading=live_trading)
     if name == "ig":
         return IGBrokerResource(
             username=dg.EnvVar("IG_USERNAME"), password=dg.EnvVar("IG_PASSWORD"),
             api_key=dg.EnvVar("IG_API_KEY"), acc_type=os.environ.get("IG_ACC_TYPE", "demo"),
-            acc_number=os.environ.get("IG_ACC_NUMBER") or None, live_trading=live_trading)
+            acc_number=os.environ.get("IG_ACC_NUMBER") or None, base_url=_endpoint("IG_BASE_URL"),
+            live_trading=live_trading)
     if name == "tradovate":
         return TradovateBrokerResource(
             username=dg.EnvVar("TRADOVATE_USERNAME"), password=dg.EnvVar("TRADOVATE_PASSWORD"),
@@ -310,7 +325,7 @@ def broker_resource(name: str, *, flow: str = "default", base: Path | None = Non
             device_id=os.environ.get("TRADOVATE_DEVICE_ID") or None,
             environment=os.environ.get("TRADOVATE_ENVIRONMENT", "demo"),
             account_spec=os.environ.get("TRADOVATE_ACCOUNT_SPEC") or None,
-            live_trading=live_trading)
+            base_url=_endpoint("TRADOVATE_BASE_URL"), live_trading=live_trading)
     raise ValueError(f"unknown broker {name!r}; brokers are {BROKERS}")
 
 
