@@ -163,7 +163,7 @@ def orders(
         context.log.info(f"resolved {len(recovered)} open order(s) from earlier ticks")
     account = brk.account()
     acct = account_key(brk, account.account_id)
-    ensure_baseline(brk, led, acct, FLOW, end.to_pydatetime())
+    ensure_baseline(brk, led, acct, FLOW, datetime.now(UTC))  # captured now, whatever the tick
     positions = {p.symbol: p.qty for p in brk.positions()}
     drift = reconcile(led.net_positions(acct), positions)
     if drift:
@@ -259,22 +259,31 @@ def equity(
     latest = led.latest_plan_key(FLOW)
     curve = led.equity_curve(FLOW)
     recorded = curve[curve["partition_key"] == key]
-    if latest is None or key >= latest or recorded.empty:
+    if latest is None or key >= latest:
         # The account as it is now is this tick's value only if no later tick has traded.
         led.record_equity(EquitySnapshot(FLOW, key, acct, end.to_pydatetime(), account.cash,
                                          account.equity, account.buying_power, positions))
         curve = led.equity_curve(FLOW)
         snapshot = {"equity": account.equity, "cash": account.cash, "positions": positions}
-    else:
-        context.log.info(f"{key} is older than the last traded tick {latest}: keeping its recorded equity")
+        note = "recorded: the account after this tick"
+    elif not recorded.empty:
+        note = f"{key} is older than the last traded tick {latest}: keeping its recorded equity"
         row = recorded.iloc[0]
         snapshot = {"equity": float(row["equity"]), "cash": float(row["cash"]),
                     "positions": json.loads(row["positions"])}
+    else:
+        # A backfill of a tick that never ran: today's account is not what it was then,
+        # so nothing is written (no false history); the value is unknown.
+        note = f"{key} is older than the last traded tick {latest} and never recorded: no equity written"
+        snapshot = {"equity": float("nan"), "cash": float("nan"), "positions": {}}
+    context.log.info(note)
     curve = curve[curve["as_of"] <= end].reset_index(drop=True)
-    context.log.info(f"equity {snapshot['equity']:,.2f} (cash {snapshot['cash']:,.2f}, "
-                     f"positions {snapshot['positions']})")
+    if snapshot["equity"] == snapshot["equity"]:  # not NaN
+        context.log.info(f"equity {snapshot['equity']:,.2f} (cash {snapshot['cash']:,.2f}, "
+                         f"positions {snapshot['positions']})")
     yield dg.Output(curve, metadata={
         "equity": snapshot["equity"],
+        "equity_recorded": note,
         "cash": snapshot["cash"],
         "positions": dg.MetadataValue.json(snapshot["positions"]),
         "ticks_recorded": len(curve),

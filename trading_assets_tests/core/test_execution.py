@@ -1,6 +1,9 @@
 """Exactly-once execution: deterministic ids, plan before broker, lookup after ambiguity."""
 
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -79,6 +82,24 @@ def test_client_order_ids_are_deterministic_short_and_broker_safe():
     }
     assert len(variants) == 5
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,30}", a)  # valid IG dealReference, Alpaca and Tradovate ids
+
+
+def test_client_order_ids_are_pinned_values():
+    """Ids already at brokers and in ledgers were computed this way; a rerun (or a recovery
+    lookup) in any process must compute the same ones, so the scheme is pinned."""
+    assert client_order_id("ema_concentration", "TQQQ", "2025-11-26-10:00", "entry") == "ec-de415b50a63ad8a569c8112d84a"
+    assert (client_order_id("fib_retracement", "CS.D.EURUSD.MINI.IP", "2025-11-26-10:00", "entry")
+            == "fr-93ae6586287a840e66db06feea5")
+
+
+@pytest.mark.parametrize("hash_seed", ["1", "4242"])
+def test_client_order_ids_agree_across_processes(hash_seed):
+    """Another process (other PYTHONHASHSEED, as after a crash and rerun) computes the same id."""
+    code = ("from trading_assets.core.execution import client_order_id as c; "
+            "print(c('ema_concentration', 'SPY', '2025-11-26-15:30', 'exit'))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": hash_seed},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == client_order_id("ema_concentration", "SPY", "2025-11-26-15:30", "exit")
 
 
 def test_rerun_of_a_tick_places_no_second_order(paper, ledger):

@@ -211,3 +211,46 @@ def test_rerunning_an_earlier_tick_keeps_its_recorded_equity(harness):
     after = harness.ledger.equity_curve("ema_concentration").set_index("partition_key")["equity"]
     assert after.to_dict() == before.to_dict()
     assert metadata(rerun, "equity", "equity") == before[BULLISH]
+
+
+def _curve(harness) -> dict[str, float]:
+    return harness.ledger.equity_curve("ema_concentration").set_index("partition_key")["equity"].to_dict()
+
+
+def test_backfilling_never_run_older_ticks_leaves_the_equity_history_unchanged(harness):
+    assert harness.run(BULLISH).success  # buys: the account now differs from its start
+    assert harness.run(EXIT).success  # a day later: sells
+    before = _curve(harness)
+    backfill = ["2025-11-12-10:00", "2025-11-12-10:30", "2025-11-12-11:00"]  # a week earlier, never run
+    for key in backfill:
+        result = harness.run(key)
+        assert result.success
+        equity = metadata(result, "equity", "equity")
+        assert equity != equity, "an old tick has no known equity: NaN, not today's account"
+        assert "never recorded" in metadata(result, "equity", "equity_recorded")
+    assert _curve(harness) == before, "no point dated at an old tick may hold today's account"
+    newer = harness.run("2025-11-20-10:00")
+    assert newer.success
+    curve = harness.ledger.equity_curve("ema_concentration")
+    assert set(curve["partition_key"]) == {*before, "2025-11-20-10:00"}
+    assert curve["as_of"].min().tz_convert("America/New_York").date().isoformat() == "2025-11-18"
+
+
+def test_a_tick_a_year_back_does_not_stretch_the_curve(harness):
+    assert harness.run(BULLISH).success
+    before = _curve(harness)
+    assert harness.run("2025-01-21-10:00").success  # ten months back
+    assert _curve(harness) == before
+
+
+def test_the_forward_only_gate_compares_with_the_newest_tick_not_the_last_written(harness):
+    # Newest tick first (bearish, flat: a plan with no orders), then two backfills out of
+    # order. The middle one is bullish while flat: it would buy if the gate compared with
+    # the last-written plan (the oldest backfill) instead of the newest tick.
+    assert harness.run(EXIT).success
+    assert harness.run(BEARISH).success
+    result = harness.run(BULLISH)
+    assert result.success and metadata(result, "signals", "target_signal") == "bullish"
+    assert metadata(result, "orders", "orders") == 0
+    assert f"older than the last traded tick {EXIT}" in metadata(result, "orders", "notes")
+    assert harness.broker.orders() == []
