@@ -326,3 +326,35 @@ def test_resource_config_shows_env_var_names_not_values(monkeypatch) -> None:
     shown: Any = res._convert_to_config_dictionary()
     assert shown["password"] == {"env": "T_TV_PASSWORD"}
     assert "tv-pw-should-stay-hidden" not in repr(shown)
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+def test_each_venue_endpoint_comes_from_the_environment(monkeypatch) -> None:
+    """ALPACA_BASE_URL / IG_BASE_URL / TRADOVATE_BASE_URL point the resource (what the CLI
+    and every run use) at another server: here each venue's loopback fake."""
+    from trading_assets_tests.fakes import alpaca as fa
+    from trading_assets_tests.fakes import ig as fi
+    from trading_assets_tests.fakes import tradovate as ft
+
+    with fa.FakeAlpaca() as alpaca, fi.FakeIG() as ig, ft.TradovateFake() as tv:
+        monkeypatch.setenv("ALPACA_API_KEY", fa.API_KEY)
+        monkeypatch.setenv("ALPACA_SECRET_KEY", fa.SECRET_KEY)
+        monkeypatch.setenv("ALPACA_BASE_URL", alpaca.url + "/")
+        monkeypatch.setenv("IG_USERNAME", ig.username)
+        monkeypatch.setenv("IG_PASSWORD", ig.password)
+        monkeypatch.setenv("IG_API_KEY", ig.api_key)
+        monkeypatch.setenv("IG_BASE_URL", ig.base_url)
+        for name, value in {"USERNAME": ft.FAKE_USERNAME, "PASSWORD": ft.FAKE_PASSWORD, "APP_ID": ft.FAKE_APP_ID,
+                            "CID": str(ft.FAKE_CID), "SEC": ft.FAKE_SEC, "BASE_URL": f"{tv.url}/v1"}.items():
+            monkeypatch.setenv(f"TRADOVATE_{name}", value)
+        accounts = {name: broker_resource(name).get().account() for name in ("alpaca", "ig", "tradovate")}
+        assert all(a.equity > 0 for a in accounts.values())
+        assert alpaca.requests and ig.requests and tv.requests, "every venue was reached at its loopback URL"
+
+
+def test_a_malformed_endpoint_is_a_clear_error_before_any_call(monkeypatch) -> None:
+    monkeypatch.setenv("ALPACA_BASE_URL", "127.0.0.1:9")
+    with pytest.raises(ValueError, match=r"ALPACA_BASE_URL='127.0.0.1:9' is not an http\(s\) URL"):
+        broker_resource("alpaca")
