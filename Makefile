@@ -27,8 +27,10 @@ run: install home
 dev: install home
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
-test: install
+test: install home
 	$(VENV)/bin/ruff check trading_assets trading_assets_tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dg check defs
 	$(VENV)/bin/pytest
 
 $(VENV)/.bench-installed: $(VENV)/.installed
@@ -40,6 +42,7 @@ bench: $(VENV)/.bench-installed home
 
 lint: install
 	$(VENV)/bin/ruff check trading_assets trading_assets_tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(DAGSTER_HOME) $(TRADING_DATA_DIR) .pytest_cache
