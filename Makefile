@@ -24,8 +24,9 @@ home:
 run: install home
 	$(PY) -m trading_assets run
 
+# `dg dev` (what `dagster dev` now recommends) serves this project: webserver + daemon.
 dev: install home
-	$(VENV)/bin/dagster dev -w workspace.yaml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dg dev
 
 test: install home
 	$(VENV)/bin/ruff check trading_assets trading_assets_tests benchmarks
