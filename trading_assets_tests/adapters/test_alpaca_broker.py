@@ -142,22 +142,38 @@ def test_timeout_after_accept_resolves_to_the_accepted_order(alpaca) -> None:
     assert fake.order_count("slow-1") == 1
 
 
-def test_504_resend_by_alpaca_py_never_makes_a_second_order(alpaca) -> None:
+def test_504_after_accept_is_posted_once_and_found_by_lookup(alpaca) -> None:
     broker, fake = alpaca
     fake.set_price("TQQQ", 50.0)
     fake.fault_gateway_timeout_after_accept()
     order = broker.submit_order(buy("gw-1"))
-    assert fake.order_posts() == 2  # alpaca-py resent it: the second POST got the 422
+    assert fake.order_posts() == 1  # no resend by alpaca-py: the lookup settled it
     assert fake.order_count("gw-1") == 1
     assert order.status is OrderStatus.FILLED and broker.positions()[0].qty == 10.0
 
 
-def test_504_then_429_on_every_resend_still_finds_the_order(alpaca) -> None:
+def test_504_after_accept_places_the_shares_once_where_alpaca_would_take_the_id_again() -> None:
+    """Issue 7.2: after a 504, alpaca-py resent the order by itself. Against a server that
+    takes a client order id again once its order is closed, that was a second order
+    (twice the shares). Through the real alpaca-py client: one POST, the shares once."""
+    with make_alpaca_under_test(ids_unique_among="open") as (broker, fake):
+        fake.set_price("TQQQ", 50.0)
+        fake.fault_gateway_timeout_after_accept()
+        order = broker.submit_order(buy("gw-open"))
+        assert fake.order_posts() == 1
+        assert fake.order_count("gw-open") == 1
+        assert order.status is OrderStatus.FILLED and order.filled_qty == 10.0
+        assert [(p.symbol, p.qty) for p in broker.positions()] == [("TQQQ", 10.0)]
+        assert broker.account().cash == pytest.approx(100_000.0 - 10 * 50.0)
+
+
+def test_504_then_429_on_the_lookups_still_finds_the_order(alpaca) -> None:
     broker, fake = alpaca
     fake.set_price("TQQQ", 50.0)
     fake.fault_gateway_timeout_then_rate_limit(times=3)
-    order = broker.submit_order(buy("gw-429"))  # alpaca-py: 504, 429, 429, 429 -> APIError 429
+    order = broker.submit_order(buy("gw-429"))  # POST 504; lookup 429 x3 (retried reads) then 200
     assert order.client_order_id == "gw-429" and fake.order_count("gw-429") == 1
+    assert fake.order_posts() == 1
 
 
 def test_reject_inside_http_200_is_a_reject_and_stays_one_order(alpaca) -> None:
@@ -251,12 +267,18 @@ def test_revoked_key_is_session_expired_and_never_leaks_the_secret(alpaca) -> No
     assert broker.account().cash == 100_000.0
 
 
-def test_one_429_is_absorbed_by_alpaca_py_retry(alpaca) -> None:
+def test_one_429_on_the_order_post_is_resent_only_after_a_lookup(alpaca) -> None:
     broker, fake = alpaca
     fake.set_price("TQQQ", 50.0)
     fake.fault_rate_limit(times=1)
     assert broker.submit_order(buy("rl-1")).status is OrderStatus.FILLED
     assert fake.order_count("rl-1") == 1
+    after_429 = [(r.method, r.path) for r in fake.requests][:3]
+    assert after_429 == [
+        ("POST", "/v2/orders"),  # 429
+        ("GET", "/v2/orders:by_client_order_id"),  # not there: Alpaca refused it unprocessed
+        ("POST", "/v2/orders"),
+    ]
 
 
 def test_persistent_429_raises_rate_limited_and_places_nothing(alpaca) -> None:

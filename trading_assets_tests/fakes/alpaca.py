@@ -97,6 +97,7 @@ class FakeAlpaca(QuickStopServer):
         cash: float = 100_000.0,
         margin_multiplier: float = 1.0,
         slow_answer_seconds: float = 2.0,
+        ids_unique_among: str = "all",
     ) -> None:
         super().__init__()
         self.api_key = api_key
@@ -106,6 +107,12 @@ class FakeAlpaca(QuickStopServer):
         self.cash = float(cash)
         self.margin_multiplier = float(margin_multiplier)
         self.slow_answer_seconds = slow_answer_seconds
+        if ids_unique_among not in ("all", "open"):
+            raise ValueError(f"ids_unique_among is 'all' or 'open', not {ids_unique_among!r}")
+        # "all": a client_order_id stays taken for good, even after its order is closed
+        # (what Alpaca is seen doing, alpaca-py issue #260). "open": taken only while its
+        # order is open, as some sources describe Alpaca: the worst case for a resend.
+        self.ids_unique_among = ids_unique_among
         self.orders: dict[str, dict[str, Any]] = {}  # broker id -> order json
         self.by_client_id: dict[str, str] = {}
         self.positions: dict[str, dict[str, float]] = {}  # symbol -> {qty, avg}
@@ -165,12 +172,12 @@ class FakeAlpaca(QuickStopServer):
             self.faults.add("server_error", times=times, status=status)
 
     def fault_gateway_timeout_after_accept(self) -> None:
-        """The next order POST stores the order, then answers 504: alpaca-py resends it."""
+        """The next order POST stores the order, then answers 504 (an HTML gateway page)."""
         self.fault_server_error(status=504, after_accept=True)
 
     def fault_gateway_timeout_then_rate_limit(self, times: int = 3) -> None:
         """The next order POST stores the order and answers 504; the next `times`
-        requests then get 429, so alpaca-py's resends all bounce off the limit."""
+        requests (the client's lookups) then get 429."""
         self.faults.add("error_after_accept", path=r"^/v2/orders$", method="POST", status=504, then_rate_limit=times)
 
     def fault_reject_in_body(self) -> None:
@@ -413,6 +420,12 @@ class FakeAlpaca(QuickStopServer):
         self.by_client_id[order["client_order_id"]] = order["id"]
         return order
 
+    def _id_taken(self, client_order_id: str) -> bool:
+        oid = self.by_client_id.get(client_order_id)
+        if oid is None:
+            return False
+        return self.ids_unique_among == "all" or self.orders[oid]["status"] not in _FINAL
+
     def _held(self, symbol: str) -> float:
         return self.positions.get(symbol, {}).get("qty", 0.0)
 
@@ -480,7 +493,7 @@ class FakeAlpaca(QuickStopServer):
             return invalid
         with self._state:
             cid = body.get("client_order_id")
-            if cid and cid in self.by_client_id:
+            if cid and self._id_taken(cid):
                 return _err(422, 40010001, "client_order_id must be unique")
             reject = self.faults.take(req, kinds=("reject",))
             if reject is not None:
@@ -802,8 +815,10 @@ class FakeAlpacaData(QuickStopServer):
 
 
 @contextmanager
-def make_alpaca_under_test(cash: float = 100_000.0, timeout: float = 1.0) -> Iterator[tuple[Any, FakeAlpaca]]:
-    """A started `FakeAlpaca` and an `AlpacaBroker` wired to it, for contract tests.
+def make_alpaca_under_test(
+    cash: float = 100_000.0, timeout: float = 1.0, **fake_kw: Any
+) -> Iterator[tuple[Any, FakeAlpaca]]:
+    """A started `FakeAlpaca` (`fake_kw` go to it) and an `AlpacaBroker` wired to it.
 
     alpaca-py's own retry wait is zeroed and the client timeout is short (1 s: generous
     for loopback on a busy machine), so a timeout-after-accept test costs about a second;
@@ -811,7 +826,7 @@ def make_alpaca_under_test(cash: float = 100_000.0, timeout: float = 1.0) -> Ite
     """
     from trading_assets.adapters.brokers.alpaca import AlpacaBroker
 
-    fake = FakeAlpaca(cash=cash, slow_answer_seconds=timeout + 2.0)
+    fake = FakeAlpaca(cash=cash, slow_answer_seconds=timeout + 2.0, **fake_kw)
     fake.start()
     try:
         broker = AlpacaBroker(

@@ -2,10 +2,12 @@
 
 Why this wrapper exists, beyond translating types:
 
-- alpaca-py retries 429 and 504 on *every* call, order POSTs included. A resent POST
-  for an order Alpaca already accepted comes back as `422 {"code": 40010001}` ("client
-  order id must be unique"). We always send our deterministic client order id, so that
-  422 is resolved by looking the order up: one order, never two.
+- alpaca-py resends any request that got 429 or 504, order POSTs included. A resent order
+  is a second order wherever Alpaca takes the client order id again (some sources say ids
+  need only be unique among open orders), so the library's retry is confined to reads
+  (GET). The order POST goes out once; a 504, 5xx or timeout is settled by looking the
+  order up by its client order id, and a 429 (refused unprocessed) is resent only after
+  that lookup found nothing.
 - alpaca-py sets no HTTP timeout and no rate limit. We install a session that applies
   both, so a hung POST becomes an ambiguous outcome we resolve (lookup by client order
   id) instead of a run that never ends, and so bursts stay under Alpaca's 200/min.
@@ -18,10 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -88,41 +88,34 @@ _STATUS = {
 class PacedSession(requests.Session):
     """A requests session with a default timeout and a client-side rate limit.
 
-    Every attempt alpaca-py makes (its own retries included) passes through here, so
-    the limiter counts what Alpaca counts.
+    Every attempt alpaca-py makes (its own retries of reads included) passes through
+    here, so the limiter counts what Alpaca counts.
     """
 
     def __init__(self, timeout: float, limiter: RateLimiter | None) -> None:
         super().__init__()
         self.timeout = timeout
         self.limiter = limiter
-        self._local = threading.local()
-
-    @contextmanager
-    def track(self) -> Iterator[list[int]]:
-        """Collect the HTTP status of every attempt made in this thread meanwhile
-        (alpaca-py's hidden retries included); 0 stands for "no answer"."""
-        seen: list[int] = []
-        self._local.seen = seen
-        try:
-            yield seen
-        finally:
-            self._local.seen = None
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         if self.limiter is not None:
             self.limiter.acquire()
-        seen = getattr(self._local, "seen", None)
-        try:
-            resp = super().request(method, url, *args, **kwargs)
-        except requests.RequestException:
-            if seen is not None:
-                seen.append(0)
-            raise
-        if seen is not None:
-            seen.append(resp.status_code)
-        return resp
+        return super().request(method, url, *args, **kwargs)
+
+
+class ReadRetryTradingClient(TradingClient):
+    """alpaca-py's `TradingClient` whose built-in 429/504 retry covers reads (GET) only.
+
+    alpaca-py decides per attempt whether to resend (`_one_request(..., retry)` raises its
+    `RetryException` only while `retry > 0`); a non-GET attempt is given no retries, so an
+    order POST, a cancel or a liquidation is sent once and its error reaches us. Nothing
+    is toggled on the shared client, so concurrent calls cannot switch each other's
+    retries on or off.
+    """
+
+    def _one_request(self, method: str, url: str, opts: dict, retry: int) -> Any:
+        return super()._one_request(method, url, opts, retry if method.upper() == "GET" else 0)
 
 
 def _num(value: Any) -> float | None:
@@ -163,7 +156,7 @@ class AlpacaBroker:
         retry_wait_seconds: float | None = None,
     ) -> None:
         self.paper = paper
-        self.client = TradingClient(api_key, secret_key, paper=paper, url_override=url_override)
+        self.client = ReadRetryTradingClient(api_key, secret_key, paper=paper, url_override=url_override)
         if limiter is None and rate_limit_per_minute:
             limiter = RateLimiter(rate_limit_per_minute, 60.0)
         self.limiter = limiter
@@ -194,7 +187,7 @@ class AlpacaBroker:
                 reset = _num(err.response.headers.get("X-Ratelimit-Reset"))
                 retry_after = None if reset is None else max(0.0, reset - time.time())
             return RateLimited(
-                f"Alpaca rate limit while trying to {what}, still 429 after alpaca-py's retries: {message}",
+                f"Alpaca rate limit while trying to {what}, still 429 after retrying: {message}",
                 retry_after=retry_after,
                 broker=self.name,
                 reason=message,
@@ -297,9 +290,9 @@ class AlpacaBroker:
     def submit_order(self, request: OrderRequest) -> Order:
         """Place an order, exactly once per client order id.
 
-        A duplicate id (ours from an earlier run, or alpaca-py's own resend after a 504)
-        returns the existing order. A timeout or 5xx is resolved by lookup: found means
-        placed; not found raises `AmbiguousOrderError` (do not blindly resend).
+        A duplicate id (ours from an earlier run) returns the existing order. A timeout or
+        5xx is resolved by lookup: found means placed; not found raises
+        `AmbiguousOrderError` (do not blindly resend).
         """
         if request.qty <= 0:
             raise OrderRejected(f"qty must be positive, got {request.qty}", broker=self.name, reason="invalid qty")
@@ -320,17 +313,30 @@ class AlpacaBroker:
         return order
 
     def _post(self, request: OrderRequest, alpaca_req: Any) -> Order:
-        """One logical POST (alpaca-py may send it several times), then settle failures."""
-        session = self.client._session
-        tracking = session.track() if isinstance(session, PacedSession) else nullcontext([])
-        with tracking as attempts:
+        """The order POST, sent once per attempt and never resent by alpaca-py.
+
+        Only a 429 (Alpaca refused it unprocessed) leads to another attempt, and only after
+        a lookup by client order id found nothing; every other failure is settled.
+        """
+        cid = request.client_order_id
+        retries = max(0, int(self.client._retry))
+        attempt = 0
+        while True:
             try:
                 return self._order(self.client.submit_order(alpaca_req))
-            except (APIError, requests.RequestException, ValueError) as err:
-                failure = err
-        return self._settle(request, failure, attempts)
+            except APIError as err:
+                if err.status_code != 429 or attempt >= retries:
+                    return self._settle(request, err)
+            except (requests.RequestException, ValueError) as err:
+                return self._settle(request, err)
+            attempt += 1
+            log.info("alpaca: order %s refused with 429; looking it up before sending it again", cid)
+            time.sleep(self.client._retry_wait)
+            found = self.get_order(cid)
+            if found is not None:
+                return found
 
-    def _settle(self, request: OrderRequest, err: Exception, attempts: list[int]) -> Order:
+    def _settle(self, request: OrderRequest, err: Exception) -> Order:
         """Turn a failed order POST into an order (it was placed) or a typed error."""
         cid = request.client_order_id
         if isinstance(err, (requests.Timeout, requests.ConnectionError)):
@@ -339,16 +345,13 @@ class AlpacaBroker:
             return self._resolve(cid, f"unreadable answer to the order POST ({type(err).__name__})")
         status = err.status_code
         body = _error_body(err)
+        message = str(body.get("message") or body)
         if status == 422 and body.get("code") == DUPLICATE_CLIENT_ORDER_ID:
             log.info("alpaca: client order id %s already placed; returning that order", cid)
             return self._resolve(cid, "the order id was already taken")
         if status is not None and (status >= 500 or status == 408):
             return self._resolve(cid, f"HTTP {status} on the order POST")
-        if status == 429 and any(a == 0 or a >= 500 for a in attempts[:-1]):
-            # an earlier attempt (before alpaca-py's resends hit the limit) may have landed
-            return self._resolve(cid, f"HTTP 429 after an unclear attempt (statuses {attempts})")
         if status in (400, 403, 404, 422):
-            message = str(body.get("message") or body)
             raise OrderRejected(
                 f"Alpaca rejected order {cid} ({request.side} {request.qty:g} {request.symbol}): {message}",
                 broker=self.name,
