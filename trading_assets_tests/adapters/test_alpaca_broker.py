@@ -12,12 +12,15 @@ from datetime import UTC, date, datetime
 import pytest
 
 from trading_assets.adapters.brokers.alpaca import AlpacaBroker
+from trading_assets.adapters.ledger.sqlite import SqliteLedger
 from trading_assets.adapters.ratelimit import RateLimiter
 from trading_assets.core import calendar as nyse
+from trading_assets.core.execution import account_key, client_order_id, execute_plan
 from trading_assets.core.ports import (
     AmbiguousOrderError,
     Broker,
     BrokerError,
+    OrderIntent,
     OrderRejected,
     OrderRequest,
     OrderStatus,
@@ -240,6 +243,41 @@ def test_business_reject_carries_alpacas_reason(alpaca) -> None:
         broker.submit_order(buy("rej-1"))
     assert info.value.reason == "account is restricted from trading"
     assert fake.order_count() == 0
+
+
+def test_a_40010001_that_is_not_a_duplicate_is_a_reject_with_alpacas_message(alpaca) -> None:
+    """40010001 is Alpaca's general invalid-request code: a too-long id is refused, not
+    "already placed", so it is a reject carrying Alpaca's words, not an unknown outcome."""
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    with pytest.raises(OrderRejected) as info:
+        broker.submit_order(buy("x" * 129))
+    assert info.value.reason == "client_order_id must be no more than 128 characters"
+    assert fake.order_count() == 0 and fake.order_posts() == 1
+
+
+def test_an_inactive_asset_is_recorded_rejected_with_the_reason_and_never_resent(alpaca, tmp_path) -> None:
+    """Issue 7.3: Alpaca's 422 40010001 'asset ... is not active' was taken for a duplicate id,
+    looked up, not found, recorded `unknown` without Alpaca's words, and every rerun POSTed
+    again. Through execute_plan and the SQLite ledger: `rejected` with the message, once."""
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.inactive_assets.add("TQQQ")
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+    flow, key = "ema_concentration", "2025-11-26-10:00"
+    cid = client_order_id(flow, "TQQQ", key, "entry")
+    account = account_key(broker, broker.account().account_id)
+    plan = [OrderIntent(cid, flow, key, account, "TQQQ", Side.BUY, 10, "entry", 50.0)]
+
+    report = execute_plan(broker, ledger, plan, flow, key)
+    [intent] = ledger.intents(flow, key)
+    assert (intent.status, intent.reason) == ("rejected", 'asset "TQQQ" is not active')
+    assert report.rejected == [cid] and fake.order_posts() == 1
+
+    rerun = execute_plan(broker, ledger, plan, flow, key)
+    assert rerun.skipped == [cid] and fake.order_posts() == 1
+    assert ledger.intents(flow, key)[0].status == "rejected"
+    assert fake.order_count() == 0 and broker.positions() == []
 
 
 def test_insufficient_buying_power_is_a_reject(alpaca) -> None:

@@ -117,6 +117,7 @@ class FakeAlpaca(QuickStopServer):
         self.by_client_id: dict[str, str] = {}
         self.positions: dict[str, dict[str, float]] = {}  # symbol -> {qty, avg}
         self.prices: dict[str, float] = {}
+        self.inactive_assets: set[str] = set()  # delisted/halted symbols: orders get 422
         self.revoked = False
         self.now: datetime | None = None  # None = the real clock
         self._state = threading.RLock()
@@ -493,6 +494,11 @@ class FakeAlpaca(QuickStopServer):
             return invalid
         with self._state:
             cid = body.get("client_order_id")
+            # Alpaca answers all three with 40010001; only the message tells them apart.
+            if cid and len(cid) > 128:
+                return _err(422, 40010001, "client_order_id must be no more than 128 characters")
+            if body["symbol"] in self.inactive_assets:
+                return _err(422, 40010001, f'asset "{body["symbol"]}" is not active')
             if cid and self._id_taken(cid):
                 return _err(422, 40010001, "client_order_id must be unique")
             reject = self.faults.take(req, kinds=("reject",))

@@ -8,6 +8,11 @@ Why this wrapper exists, beyond translating types:
   (GET). The order POST goes out once; a 504, 5xx or timeout is settled by looking the
   order up by its client order id, and a 429 (refused unprocessed) is resent only after
   that lookup found nothing.
+- 422 code 40010001 is Alpaca's general invalid-request code: "client_order_id must be
+  unique", but also "asset ... is not active", "client_order_id must be no more than 128
+  characters" and more. Only the duplicate message means "already placed" (and the lookup
+  must then find the order); any other refusal is `OrderRejected` with Alpaca's words, so
+  it is recorded as rejected and never resent.
 - alpaca-py sets no HTTP timeout and no rate limit. We install a session that applies
   both, so a hung POST becomes an ambiguous outcome we resolve (lookup by client order
   id) instead of a run that never ends, and so bursts stay under Alpaca's 200/min.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -60,7 +66,9 @@ log = logging.getLogger(__name__)
 
 _NEW_YORK = ZoneInfo("America/New_York")  # Alpaca's calendar times are New York wall clock
 
-DUPLICATE_CLIENT_ORDER_ID = 40010001  # 422: "client_order_id must be unique"
+# Alpaca's words for a taken client order id. The message decides, never the code: 40010001
+# covers every kind of invalid request, and some clients report the duplicate as 42210000.
+_DUPLICATE_ID = re.compile(r"client_order_id must be unique", re.IGNORECASE)
 
 # Alpaca's many order states, folded onto ours.
 _STATUS = {
@@ -292,7 +300,8 @@ class AlpacaBroker:
 
         A duplicate id (ours from an earlier run) returns the existing order. A timeout or
         5xx is resolved by lookup: found means placed; not found raises
-        `AmbiguousOrderError` (do not blindly resend).
+        `AmbiguousOrderError` (do not blindly resend). Any other refusal, the other 422
+        40010001 validation errors included, is `OrderRejected` with Alpaca's message.
         """
         if request.qty <= 0:
             raise OrderRejected(f"qty must be positive, got {request.qty}", broker=self.name, reason="invalid qty")
@@ -346,9 +355,9 @@ class AlpacaBroker:
         status = err.status_code
         body = _error_body(err)
         message = str(body.get("message") or body)
-        if status == 422 and body.get("code") == DUPLICATE_CLIENT_ORDER_ID:
+        if status == 422 and _DUPLICATE_ID.search(message):
             log.info("alpaca: client order id %s already placed; returning that order", cid)
-            return self._resolve(cid, "the order id was already taken")
+            return self._resolve(cid, "Alpaca says the client order id is already taken")
         if status is not None and (status >= 500 or status == 408):
             return self._resolve(cid, f"HTTP {status} on the order POST")
         if status in (400, 403, 404, 422):
