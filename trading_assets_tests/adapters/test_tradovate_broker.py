@@ -9,11 +9,14 @@ from datetime import timedelta
 import pytest
 
 from trading_assets.adapters.brokers.tradovate import TradovateBroker
+from trading_assets.adapters.ledger.sqlite import SqliteLedger
 from trading_assets.adapters.ratelimit import RateLimiter
+from trading_assets.core.execution import account_key, client_order_id, execute_plan
 from trading_assets.core.ports import (
     AmbiguousOrderError,
     Broker,
     BrokerError,
+    OrderIntent,
     OrderRejected,
     OrderRequest,
     OrderStatus,
@@ -201,6 +204,28 @@ def test_risk_reject_after_acceptance_is_a_typed_reject_with_the_report(tv) -> N
     again = broker.submit_order(buy("risk-1"))
     assert again.status is OrderStatus.REJECTED and "MaxPosLimitReached" in again.reason
     assert fake.order_count("risk-1") == 1 and broker.positions() == []
+
+
+def test_a_400_to_the_order_post_is_recorded_rejected_and_never_resent(tv, tmp_path) -> None:
+    """Tradovate refuses a malformed order with HTTP 400 and processes nothing. That is a
+    reject with Tradovate's words, not a transient error that puts the intent back to
+    `planned` so that every tick sends the same refused body again."""
+    broker, fake = tv
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+    flow, key = "ema_concentration", "2026-11-20-10:00"
+    cid = client_order_id(flow, "MESZ6", key, "entry")
+    account = account_key(broker, broker.account().account_id)
+    # A limit leg without a price (execute_plan sends none): Tradovate's 400.
+    plan = [OrderIntent(cid, flow, key, account, "MESZ6", Side.BUY, 1, "entry", 5850.25,
+                        order_type="limit")]
+    report = execute_plan(broker, ledger, plan, flow, key)
+    [intent] = ledger.intents(flow, key)
+    assert intent.status == "rejected" and report.rejected == [cid]
+    assert intent.reason == "price is required for Limit orders"
+    assert fake.order_posts() == 1
+    rerun = execute_plan(broker, ledger, plan, flow, key)
+    assert rerun.skipped == [cid] and fake.order_posts() == 1
+    assert fake.order_count() == 0 and broker.positions() == []
 
 
 def test_unknown_contract_is_rejected_with_invalid_contract(tv) -> None:

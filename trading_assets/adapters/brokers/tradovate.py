@@ -7,7 +7,9 @@ Why it looks the way it does (see `broker-wire-spec.md` section 3):
   401 renew (or log in again) once and retry. A failed login is HTTP 200 with `errorText`;
   it becomes `SessionExpired` carrying that text, never the password.
 - **Errors inside HTTP 200.** `failureReason`/`failureText` on order calls become
-  `OrderRejected(reason=...)`; `errorText` elsewhere becomes `BrokerError`.
+  `OrderRejected(reason=...)`; `errorText` elsewhere becomes `BrokerError`. A 400 (or
+  other plain 4xx) to an order POST is a reject too, with the server's words: the request
+  was refused as sent, and sending it again each tick would only be refused again.
 - **Penalty tickets.** HTTP 200 `{p-ticket, p-time, p-captcha}`: wait `p-time` and resend
   the identical body plus `p-ticket`. With `p-captcha` no API client can clear it (about
   an hour), so it is `RateLimited`. 423/429 are lockouts: `RateLimited`, and we stop
@@ -82,6 +84,10 @@ class _TransportError(BrokerError):
 
 class _NotFound(BrokerError):
     """404: Tradovate does not know that entity or id."""
+
+
+class _Refused(BrokerError):
+    """Another 4xx (400 malformed request, 403, ...): refused as sent, nothing processed."""
 
 
 class _Unauthorized(SessionExpired):
@@ -242,8 +248,8 @@ class TradovateBroker:
                 raise _NotFound(f"Tradovate: nothing at {method} {path} {dict(params or {})}",
                                 broker=self.name)
             if status >= 400:
-                raise BrokerError(f"Tradovate answered {status} to {method} {path}: "
-                                  f"{resp.text[:200]}", broker=self.name, reason=resp.text[:200])
+                raise _Refused(f"Tradovate answered {status} to {method} {path}: "
+                               f"{resp.text[:200]}", broker=self.name, reason=resp.text[:200])
             try:
                 data = resp.json()
             except ValueError as exc:
@@ -459,6 +465,9 @@ class TradovateBroker:
                 result = self._call("POST", path, json=body, retry_401=False)
         except _TransportError as exc:
             return self._resolve_ambiguous(request.client_order_id, exc)
+        except _Refused as exc:  # deterministic: resending the same body gets the same answer
+            raise OrderRejected(f"Tradovate refused order {request.client_order_id}: {exc}",
+                                broker=self.name, reason=exc.reason) from exc
         self._raise_if_failed(result, request.client_order_id)
         order_id = result.get("orderId") if isinstance(result, dict) else None
         if order_id is None:
