@@ -6,26 +6,18 @@ one vectorised frame. Orders go through `core.execution`, which makes them exact
 """
 
 
-import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 
 from trading_assets.core import calendar
 from trading_assets.core.bars import bar_problems
-from trading_assets.core.execution import (
-    account_key,
-    client_order_id,
-    ensure_baseline,
-    execute_plan,
-    reconcile,
-    sync_open_intents,
-)
-from trading_assets.core.ports import EquitySnapshot, OrderIntent
+from trading_assets.core.execution import sync_open_intents
+from trading_assets.core.ports import OrderIntent
 from trading_assets.core.strategies import ema_concentration as strategy
+from trading_assets.core.tick import PositionDrift, run_tick, settle_equity
 from trading_assets.defs.partitions import bar_closing_at, bar_window, market_bars_30m
 from trading_assets.defs.reports import equity_curve_markdown, frame_markdown
 from trading_assets.defs.resources import (
@@ -155,63 +147,37 @@ def orders(
     t0 = time.perf_counter()
     key = context.partition_key
     _, end = bar_window(key)
-    brk, led = broker.get(), ledger.get()
     params = _params(ema_concentration)
-
-    recovered = sync_open_intents(brk, led, FLOW)
-    if recovered:
-        context.log.info(f"resolved {len(recovered)} open order(s) from earlier ticks")
-    account = brk.account()
-    acct = account_key(brk, account.account_id)
-    ensure_baseline(brk, led, acct, FLOW, datetime.now(UTC))  # captured now, whatever the tick
-    positions = {p.symbol: p.qty for p in brk.positions()}
-    drift = reconcile(led.net_positions(acct), positions)
-    if drift:
-        raise dg.Failure(
-            description="ledger and broker positions disagree; not trading until reconciled: "
-                        + "; ".join(map(str, drift)),
-            metadata={"drift": dg.MetadataValue.json([d.__dict__ for d in drift])},
-        )
-
-    prices = {str(s): float(p) for s, p in signals["price"].items()}
     signal = strategy.Signal(signals.loc[params.target, "signal"])
-    notes: list[str] = []
-    latest = led.latest_plan_key(FLOW)
-    if latest is None or key >= latest:
-        brk.observe_prices(prices, end.to_pydatetime())  # never mark the account to an old tick
-    age_min = (datetime.now(UTC) - end.to_pydatetime()).total_seconds() / 60
-    max_age = trading_settings.max_tick_age_minutes
-    if latest is not None and key < latest:
-        notes.append(f"tick {key} is older than the last traded tick {latest}: signals only, no orders")
-        planned = []
-    elif max_age is not None and age_min > max_age and not led.has_plan(FLOW, key):
-        notes.append(f"tick closed {age_min:.0f} min ago (> {max_age}): signals only, no orders")
-        planned = []
-    else:
-        decision = strategy.plan(signal, params, positions, prices, account.buying_power)
-        notes.extend(decision.notes)
-        planned = decision.orders
-    intents = [
-        OrderIntent(client_order_id=client_order_id(FLOW, o.symbol, key, o.leg), flow=FLOW,
-                    partition_key=key, account=acct, symbol=o.symbol, side=o.side, qty=o.qty,
-                    leg=o.leg, reference_price=o.reference_price, extra={"reason": o.reason})
-        for o in planned
-    ]
-    report = execute_plan(brk, led, intents, FLOW, key, kill_switch=trading_settings.kill_switch_engaged())
-    for note in notes:
+    try:
+        report = run_tick(
+            broker.get(), ledger.get(), flow=FLOW, partition_key=key, bar_end=end.to_pydatetime(),
+            prices={str(s): float(p) for s, p in signals["price"].items()},
+            plan=lambda state: strategy.plan(signal, params, state.positions, state.prices,
+                                             state.account.buying_power),
+            kill_switch=trading_settings.kill_switch_engaged(),
+            max_tick_age_minutes=trading_settings.max_tick_age_minutes,
+        )
+    except PositionDrift as exc:
+        raise dg.Failure(description=str(exc),
+                         metadata={"drift": dg.MetadataValue.json([d.__dict__ for d in exc.drift])}) from exc
+    if report.recovered:
+        context.log.info(f"resolved {report.recovered} open order(s) from earlier ticks")
+    for note in report.notes:
         context.log.info(note)
     for i in report.intents:
         context.log.info(f"{i.side.value} {i.qty:g} {i.symbol} [{i.leg}] -> {i.status} ({i.client_order_id})")
+    execution = report.execution
     frame = _intents_frame(report.intents)
     return dg.Output(frame, metadata={
         "signal": signal.value,
         "orders": len(frame),
-        "placed_this_run": len(report.submitted),
-        "already_at_broker": len(report.adopted) + len(report.skipped),
-        "rejected": len(report.rejected),
-        "plan": "new" if report.new_plan else "existing (rerun resolves, never re-plans)",
-        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "-"),
-        "buying_power_before": account.buying_power,
+        "placed_this_run": len(execution.submitted),
+        "already_at_broker": len(execution.adopted) + len(execution.skipped),
+        "rejected": len(execution.rejected),
+        "plan": "new" if execution.new_plan else "existing (rerun resolves, never re-plans)",
+        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in report.notes) or "-"),
+        "buying_power_before": report.account.buying_power,
         "work_ms": _elapsed_ms(t0),
     })
 
@@ -250,53 +216,27 @@ def equity(
     ledger: LedgerResource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     t0 = time.perf_counter()
-    key = context.partition_key
-    _, end = bar_window(key)
-    brk, led = broker.get(), ledger.get()
-    account = brk.account()
-    positions = {p.symbol: p.qty for p in brk.positions()}
-    acct = account_key(brk, account.account_id)
-    latest = led.latest_plan_key(FLOW)
-    curve = led.equity_curve(FLOW)
-    recorded = curve[curve["partition_key"] == key]
-    if latest is None or key >= latest:
-        # The account as it is now is this tick's value only if no later tick has traded.
-        led.record_equity(EquitySnapshot(FLOW, key, acct, end.to_pydatetime(), account.cash,
-                                         account.equity, account.buying_power, positions))
-        curve = led.equity_curve(FLOW)
-        snapshot = {"equity": account.equity, "cash": account.cash, "positions": positions}
-        note = "recorded: the account after this tick"
-    elif not recorded.empty:
-        note = f"{key} is older than the last traded tick {latest}: keeping its recorded equity"
-        row = recorded.iloc[0]
-        snapshot = {"equity": float(row["equity"]), "cash": float(row["cash"]),
-                    "positions": json.loads(row["positions"])}
-    else:
-        # A backfill of a tick that never ran: today's account is not what it was then,
-        # so nothing is written (no false history); the value is unknown.
-        note = f"{key} is older than the last traded tick {latest} and never recorded: no equity written"
-        snapshot = {"equity": float("nan"), "cash": float("nan"), "positions": {}}
-    context.log.info(note)
-    curve = curve[curve["as_of"] <= end].reset_index(drop=True)
-    if snapshot["equity"] == snapshot["equity"]:  # not NaN
-        context.log.info(f"equity {snapshot['equity']:,.2f} (cash {snapshot['cash']:,.2f}, "
-                         f"positions {snapshot['positions']})")
-    yield dg.Output(curve, metadata={
-        "equity": snapshot["equity"],
-        "equity_recorded": note,
-        "cash": snapshot["cash"],
-        "positions": dg.MetadataValue.json(snapshot["positions"]),
-        "ticks_recorded": len(curve),
-        "equity_curve": dg.MetadataValue.md(equity_curve_markdown(curve, f"{FLOW} equity")),
+    _, end = bar_window(context.partition_key)
+    outcome = settle_equity(broker.get(), ledger.get(), flow=FLOW, partition_key=context.partition_key,
+                            bar_end=end.to_pydatetime())
+    context.log.info(outcome.note)
+    if outcome.known:
+        context.log.info(f"equity {outcome.equity:,.2f} (cash {outcome.cash:,.2f}, positions {outcome.positions})")
+    yield dg.Output(outcome.curve, metadata={
+        "equity": outcome.equity,
+        "equity_recorded": outcome.note,
+        "cash": outcome.cash,
+        "positions": dg.MetadataValue.json(outcome.positions),
+        "ticks_recorded": len(outcome.curve),
+        "equity_curve": dg.MetadataValue.md(equity_curve_markdown(outcome.curve, f"{FLOW} equity")),
         "work_ms": _elapsed_ms(t0),
     })
-    drift = reconcile(led.net_positions(acct), positions)
     yield dg.AssetCheckResult(
         check_name=RECONCILE_CHECK,
         asset_key=dg.AssetKey([*PREFIX, "equity"]),
-        passed=not drift,
-        description="; ".join(map(str, drift)) if drift else "ledger matches broker",
-        metadata={"drift": dg.MetadataValue.json([d.__dict__ for d in drift])},
+        passed=not outcome.drift,
+        description="; ".join(map(str, outcome.drift)) if outcome.drift else "ledger matches broker",
+        metadata={"drift": dg.MetadataValue.json([d.__dict__ for d in outcome.drift])},
     )
 
 

@@ -182,7 +182,7 @@ def test_an_older_tick_after_a_newer_one_computes_signals_but_orders_nothing(har
     result = harness.run(BEARISH)  # a backfill of 12:00, which never ran: bearish, TQQQ held
     assert result.success and metadata(result, "signals", "target_signal") == "bearish"
     assert metadata(result, "orders", "orders") == 0
-    assert "older than the last traded tick" in metadata(result, "orders", "notes")
+    assert "older than the newest processed tick" in metadata(result, "orders", "notes")
     assert len(harness.broker.orders()) == 1, "no sell for a tick in the past"
     assert harness.broker.account().equity == marked, "an old tick must not re-mark the account"
 
@@ -252,5 +252,5 @@ def test_the_forward_only_gate_compares_with_the_newest_tick_not_the_last_writte
     result = harness.run(BULLISH)
     assert result.success and metadata(result, "signals", "target_signal") == "bullish"
     assert metadata(result, "orders", "orders") == 0
-    assert f"older than the last traded tick {EXIT}" in metadata(result, "orders", "notes")
+    assert f"older than the newest processed tick {EXIT}" in metadata(result, "orders", "notes")
     assert harness.broker.orders() == []

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -31,6 +31,7 @@ from trading_assets.core.bars import panel
 from trading_assets.core.calendar import TZ
 from trading_assets.core.indicators import ema
 from trading_assets.core.ports import Side
+from trading_assets.core.tick import PlannedOrder, TickPlan
 
 FLOW = "ema_concentration"
 
@@ -56,21 +57,11 @@ class Params:
             raise ValueError("buying_power_fraction must be in (0, 1]")
 
 
-@dataclass(frozen=True)
-class PlannedOrder:
-    symbol: str
-    side: Side
-    qty: float
-    leg: str  # exit | cover | entry
-    reference_price: float
-    reason: str
+@dataclass
+class Decision(TickPlan):
+    """The tick engine's plan (orders + notes), with the signal it came from."""
 
-
-@dataclass(frozen=True)
-class Decision:
-    signal: Signal
-    orders: list[PlannedOrder] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    signal: Signal = Signal.NEUTRAL
 
 
 def classify(price, ema_fast, ema_slow):
@@ -181,4 +172,4 @@ def plan(
         notes.append("neutral: mixed conditions, no action")
     else:
         notes.append(f"no signal: fewer than {params.slow} hourly bars for {target}")
-    return Decision(signal, orders, notes)
+    return Decision(orders=orders, notes=notes, signal=signal)

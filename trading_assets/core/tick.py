@@ -1,0 +1,198 @@
+"""The tick engine: one protocol every scheduled or alert-driven flow trades through.
+
+A flow supplies its prices and a plan function; the engine does the rest, in order:
+
+1. resolve open intents of earlier ticks at the broker (a crash between POST and ledger
+   write is recovered here);
+2. capture the account's opening baseline the first time it is traded;
+3. reconcile ledger positions with the broker's: drift stops the tick before it acts;
+4. gates: orders only move forward in time (a tick older than the newest processed one
+   computes signals but orders nothing, and never marks the account to old prices) and,
+   if set, only for a tick that closed recently;
+5. mark the (paper) account to the tick's prices, plan, and execute the plan exactly once
+   (`core.execution.execute_plan`).
+
+`settle_equity` applies the equity-history rule after the fills: the account as it is
+now is the value of a tick only if no later tick has been processed; an older tick keeps
+what it recorded, or records nothing. No Dagster here: assets call these functions and
+turn the reports into metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from trading_assets.core.execution import (
+    Drift,
+    ExecutionReport,
+    account_key,
+    client_order_id,
+    ensure_baseline,
+    execute_plan,
+    reconcile,
+    sync_open_intents,
+)
+from trading_assets.core.ports import Account, Broker, EquitySnapshot, Ledger, OrderIntent, Side
+
+
+@dataclass(frozen=True)
+class PlannedOrder:
+    """One order leg a strategy wants for this tick (the engine gives it its id)."""
+
+    symbol: str
+    side: Side
+    qty: float
+    leg: str  # entry | exit | cover | ... : part of the client order id, unique per tick
+    reference_price: float
+    reason: str = ""
+    order_type: str = "market"
+
+
+@dataclass
+class TickPlan:
+    """What a plan function returns: the orders and why (notes shown to the user)."""
+
+    orders: Sequence[PlannedOrder] = ()
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TickState:
+    """What a plan function sees: the account after reconciliation, at this tick's prices."""
+
+    account: Account
+    positions: Mapping[str, float]
+    prices: Mapping[str, float]
+
+
+PlanFunction = Callable[[TickState], TickPlan]
+
+
+class PositionDrift(Exception):
+    """Ledger and broker positions disagree: the tick does not trade until reconciled."""
+
+    def __init__(self, drift: Sequence[Drift]) -> None:
+        super().__init__("ledger and broker positions disagree; not trading until reconciled: "
+                         + "; ".join(map(str, drift)))
+        self.drift = list(drift)
+
+
+@dataclass
+class TickReport:
+    """What one tick did, for the asset's metadata and the CLI's table."""
+
+    partition_key: str
+    account: Account  # before this tick's orders
+    intents: list[OrderIntent]
+    execution: ExecutionReport
+    notes: list[str]
+    recovered: int  # open intents of earlier ticks resolved at the broker
+    gated: str | None  # why no orders were planned: "older" | "stale" | None
+    newest: bool  # this tick is (or ties) the newest processed one
+
+
+def run_tick(
+    broker: Broker,
+    ledger: Ledger,
+    *,
+    flow: str,
+    partition_key: str,
+    bar_end: datetime,
+    prices: Mapping[str, float],
+    plan: PlanFunction,
+    kill_switch: bool = False,
+    max_tick_age_minutes: int | None = None,
+    now: datetime | None = None,
+) -> TickReport:
+    """Sync, baseline, reconcile, gate, mark, plan and execute one tick exactly once."""
+    now = now or datetime.now(UTC)
+    recovered = sync_open_intents(broker, ledger, flow)
+    account = broker.account()
+    acct = account_key(broker, account.account_id)
+    ensure_baseline(broker, ledger, acct, flow, now)
+    positions = {p.symbol: p.qty for p in broker.positions()}
+    drift = reconcile(ledger.net_positions(acct), positions)
+    if drift:
+        raise PositionDrift(drift)
+
+    latest = ledger.latest_plan_key(flow)
+    newest = latest is None or partition_key >= latest
+    if newest:
+        broker.observe_prices(prices, bar_end)  # never mark the account to an old tick
+    age_min = (now - bar_end).total_seconds() / 60
+    notes: list[str] = []
+    gated: str | None = None
+    if not newest:
+        gated = "older"
+        notes.append(f"tick {partition_key} is older than the newest processed tick {latest}: "
+                     "signals only, no orders")
+    elif max_tick_age_minutes is not None and age_min > max_tick_age_minutes and not ledger.has_plan(
+            flow, partition_key):
+        gated = "stale"
+        notes.append(f"tick closed {age_min:.0f} min ago (> {max_tick_age_minutes}): signals only, no orders")
+    planned: Sequence[PlannedOrder] = ()
+    if gated is None:
+        decision = plan(TickState(account=account, positions=positions, prices=dict(prices)))
+        notes.extend(decision.notes)
+        planned = decision.orders
+    intents = [
+        OrderIntent(client_order_id=client_order_id(flow, o.symbol, partition_key, o.leg), flow=flow,
+                    partition_key=partition_key, account=acct, symbol=o.symbol, side=o.side, qty=o.qty,
+                    leg=o.leg, reference_price=o.reference_price, order_type=o.order_type,
+                    extra={"reason": o.reason})
+        for o in planned
+    ]
+    execution = execute_plan(broker, ledger, intents, flow, partition_key, kill_switch=kill_switch)
+    return TickReport(partition_key=partition_key, account=account, intents=execution.intents,
+                      execution=execution, notes=notes, recovered=len(recovered), gated=gated, newest=newest)
+
+
+@dataclass
+class EquityOutcome:
+    """The tick's account value under the equity-history rule, and the curve up to it."""
+
+    recorded: bool  # written (or rewritten) by this run
+    equity: float  # NaN when unknown (an older tick that never ran)
+    cash: float
+    positions: dict[str, float]
+    note: str
+    curve: pd.DataFrame  # the flow's equity history up to this tick's bar end
+    drift: list[Drift]  # ledger vs broker after the fills (the reconciliation check)
+
+    @property
+    def known(self) -> bool:
+        return not math.isnan(self.equity)
+
+
+def settle_equity(broker: Broker, ledger: Ledger, *, flow: str, partition_key: str,
+                  bar_end: datetime) -> EquityOutcome:
+    """Record the account as this tick's value only if no later tick was processed."""
+    account = broker.account()
+    positions = {p.symbol: p.qty for p in broker.positions()}
+    acct = account_key(broker, account.account_id)
+    latest = ledger.latest_plan_key(flow)
+    curve = ledger.equity_curve(flow)
+    recorded = curve[curve["partition_key"] == partition_key]
+    if latest is None or partition_key >= latest:
+        ledger.record_equity(EquitySnapshot(flow, partition_key, acct, bar_end, account.cash,
+                                            account.equity, account.buying_power, positions))
+        curve = ledger.equity_curve(flow)
+        values = (True, account.equity, account.cash, positions, "recorded: the account after this tick")
+    elif not recorded.empty:
+        row = recorded.iloc[0]
+        values = (False, float(row["equity"]), float(row["cash"]), json.loads(row["positions"]),
+                  f"{partition_key} is older than the newest processed tick {latest}: keeping its recorded equity")
+    else:
+        # A backfill of a tick that never ran: today's account is not what it was then.
+        values = (False, math.nan, math.nan, {},
+                  f"{partition_key} is older than the newest processed tick {latest} and was never "
+                  "recorded: no equity written (today's account is not its history)")
+    curve = curve[curve["as_of"] <= pd.Timestamp(bar_end)].reset_index(drop=True)
+    drift = reconcile(ledger.net_positions(acct), positions)
+    return EquityOutcome(*values, curve=curve, drift=drift)
