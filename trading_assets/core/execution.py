@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from trading_assets.core.ports import (
+    FINAL_INTENT_STATUSES,
     AmbiguousOrderError,
     Broker,
     BrokerError,
+    IntentStatus,
     KillSwitchEngaged,
     Ledger,
     Order,
@@ -40,9 +42,6 @@ from trading_assets.core.ports import (
 )
 
 log = logging.getLogger(__name__)
-
-FINAL_INTENT_STATUSES = frozenset({"filled", "canceled", "rejected", "expired"})
-
 
 def client_order_id(flow: str, symbol: str, partition_key: str, leg: str) -> str:
     """Deterministic id for one order leg: same inputs, same id, in every run.
@@ -118,9 +117,10 @@ def transaction_from_order(intent: OrderIntent, order: Order) -> Transaction:
 
 def apply_order(ledger: Ledger, intent: OrderIntent, order: Order) -> OrderIntent:
     """Record what the broker says about an intent's order (status and fills)."""
+    status = IntentStatus.of(order.status)
     ledger.update_intent(
         intent.client_order_id,
-        status=order.status.value,
+        status=status,
         broker_order_id=order.broker_order_id,
         filled_qty=order.filled_qty,
         filled_avg_price=order.filled_avg_price,
@@ -128,7 +128,7 @@ def apply_order(ledger: Ledger, intent: OrderIntent, order: Order) -> OrderInten
     )
     if order.filled_qty > 0:
         ledger.record_transaction(transaction_from_order(intent, order))
-    intent.status = order.status.value
+    intent.status = status
     intent.broker_order_id = order.broker_order_id
     intent.filled_qty = order.filled_qty
     intent.filled_avg_price = order.filled_avg_price
@@ -140,7 +140,7 @@ def sync_open_intents(broker: Broker, ledger: Ledger, flow: str, partition_key: 
     """Look up every non-final intent at the broker and record its status and fills."""
     resolved = []
     for intent in ledger.intents(flow, partition_key, open_only=True):
-        if intent.status == "planned":
+        if intent.status is IntentStatus.PLANNED:
             continue  # never sent; execute_plan decides
         order = broker.get_order(intent.client_order_id)
         if order is None:
@@ -211,24 +211,24 @@ def execute_plan(
             client_order_id=intent.client_order_id, symbol=intent.symbol, side=intent.side,
             qty=intent.qty, order_type=intent.order_type, reference_price=intent.reference_price,
         )
-        ledger.update_intent(intent.client_order_id, status="submitting")
+        ledger.update_intent(intent.client_order_id, status=IntentStatus.SUBMITTING)
         try:
             order = broker.submit_order(request)
         except OrderRejected as exc:
-            ledger.update_intent(intent.client_order_id, status="rejected", reason=exc.reason or str(exc))
-            intent.status, intent.reason = "rejected", exc.reason or str(exc)
+            ledger.update_intent(intent.client_order_id, status=IntentStatus.REJECTED, reason=exc.reason or str(exc))
+            intent.status, intent.reason = IntentStatus.REJECTED, exc.reason or str(exc)
             report.rejected.append(intent.client_order_id)
             log.warning("order %s rejected by %s: %s", intent.client_order_id, broker.name, exc)
             continue
         except AmbiguousOrderError:
             order = broker.get_order(intent.client_order_id)
             if order is None:
-                ledger.update_intent(intent.client_order_id, status="unknown",
+                ledger.update_intent(intent.client_order_id, status=IntentStatus.UNKNOWN,
                                      reason="order POST outcome unknown; not found by client id")
                 raise
         except BrokerError as exc:
             # Definitely not accepted (rate limit, session, validation): back to planned.
-            ledger.update_intent(intent.client_order_id, status="planned", reason=str(exc))
+            ledger.update_intent(intent.client_order_id, status=IntentStatus.PLANNED, reason=str(exc))
             raise
         apply_order(ledger, intent, order)
         report.submitted.append(intent.client_order_id)

@@ -45,6 +45,34 @@ _FINAL_ORDER_STATES = {
 }
 
 
+class IntentStatus(StrEnum):
+    """Where one leg of a plan stands in the ledger: ours before the broker answers
+    (planned, submitting, unknown), then the broker's order status."""
+
+    PLANNED = "planned"  # recorded, never sent
+    SUBMITTING = "submitting"  # the POST is (or was) in flight
+    UNKNOWN = "unknown"  # the POST's outcome is unclear and the lookup found nothing yet
+    NEW = "new"
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @classmethod
+    def of(cls, status: OrderStatus) -> IntentStatus:
+        return cls(status.value)
+
+    @property
+    def is_final(self) -> bool:
+        return self.value in {s.value for s in _FINAL_ORDER_STATES}
+
+
+FINAL_INTENT_STATUSES = frozenset(s for s in IntentStatus if s.is_final)
+OPEN_INTENT_STATUSES = frozenset(s for s in IntentStatus if not s.is_final)
+
+
 @dataclass(frozen=True)
 class OrderRequest:
     """What we ask a broker to do. `client_order_id` is the idempotency key."""
@@ -217,7 +245,7 @@ class OrderIntent:
     leg: str
     reference_price: float | None = None
     order_type: str = "market"
-    status: str = "planned"  # planned|submitting|<OrderStatus>|unknown
+    status: IntentStatus = IntentStatus.PLANNED
     broker_order_id: str | None = None
     filled_qty: float = 0.0
     filled_avg_price: float | None = None

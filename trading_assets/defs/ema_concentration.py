@@ -127,7 +127,7 @@ def signals(
 def _intents_frame(intents: list[OrderIntent]) -> pd.DataFrame:
     columns = ["client_order_id", "symbol", "side", "qty", "leg", "reference_price", "status",
                "filled_qty", "filled_avg_price", "broker_order_id", "reason"]
-    rows = [{c: (getattr(i, c).value if c == "side" else getattr(i, c)) for c in columns} for i in intents]
+    rows = [{c: (str(getattr(i, c)) if c in ("side", "status") else getattr(i, c)) for c in columns} for i in intents]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({"qty": "float64", "filled_qty": "float64", "reference_price": "float64",
                          "filled_avg_price": "float64"})

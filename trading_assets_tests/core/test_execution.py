@@ -189,3 +189,12 @@ def test_baseline_then_reconcile_detects_drift(paper, ledger):
     paper.submit_order(OrderRequest("manual", "AAPL", Side.BUY, 1, reference_price=100.0))  # by hand, later
     [drift] = reconcile(ledger.net_positions(ACCT), broker_pos())
     assert (drift.symbol, drift.ledger_qty, drift.broker_qty) == ("AAPL", 2, 3)
+
+
+def test_intent_statuses_cover_every_broker_status_and_split_into_open_and_final():
+    from trading_assets.core.ports import FINAL_INTENT_STATUSES, OPEN_INTENT_STATUSES, IntentStatus, OrderStatus
+
+    assert {IntentStatus.of(s) for s in OrderStatus} <= set(IntentStatus)
+    assert FINAL_INTENT_STATUSES == {"filled", "canceled", "rejected", "expired"}
+    assert OPEN_INTENT_STATUSES | FINAL_INTENT_STATUSES == set(IntentStatus)
+    assert {"planned", "submitting", "unknown", "partially_filled"} <= OPEN_INTENT_STATUSES

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from trading_assets.adapters.sqlite_util import ensure_schema, reading, transaction
-from trading_assets.core.ports import EquitySnapshot, OrderIntent, Side, Transaction
+from trading_assets.core.ports import OPEN_INTENT_STATUSES, EquitySnapshot, IntentStatus, OrderIntent, Side, Transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS plans (
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS equity (
     positions TEXT NOT NULL, recorded_at TEXT NOT NULL, PRIMARY KEY (flow, partition_key));
 """
 
-OPEN_STATUSES = ("planned", "submitting", "new", "accepted", "partially_filled", "unknown")
+OPEN_STATUSES = tuple(sorted(s.value for s in OPEN_INTENT_STATUSES))
 _INTENT_FIELDS = {
     "status", "broker_order_id", "filled_qty", "filled_avg_price", "reason", "qty", "extra",
 }
@@ -206,6 +206,6 @@ def _intent_from_row(row) -> OrderIntent:
         client_order_id=row["client_order_id"], flow=row["flow"], partition_key=row["partition_key"],
         account=row["account"], symbol=row["symbol"], side=Side(row["side"]), qty=row["qty"],
         leg=row["leg"], reference_price=row["reference_price"], order_type=row["order_type"],
-        status=row["status"], broker_order_id=row["broker_order_id"], filled_qty=row["filled_qty"],
+        status=IntentStatus(row["status"]), broker_order_id=row["broker_order_id"], filled_qty=row["filled_qty"],
         filled_avg_price=row["filled_avg_price"], reason=row["reason"], extra=json.loads(row["extra"]),
     )
