@@ -42,7 +42,7 @@ def bench_size(n_symbols: int, reps: int) -> dict:
     from trading_assets.core.bars import bar_problems
     from trading_assets.core.calendar import previous_sessions, session_open_close
     from trading_assets.core.strategies import ema_concentration as strategy
-    from trading_assets.defs import ema_concentration as flow
+    from trading_assets.defs.ema_concentration import assets as flow
     from trading_assets.defs.partitions import bar_window
     from trading_assets.defs.resources import (
         EmaConcentrationSettings,

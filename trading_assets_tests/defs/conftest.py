@@ -5,7 +5,7 @@ import pytest
 
 from trading_assets.adapters.brokers.paper import PaperBroker
 from trading_assets.adapters.ledger.sqlite import SqliteLedger
-from trading_assets.defs import ema_concentration as flow
+from trading_assets.defs.ema_concentration import assets as flow
 from trading_assets.defs.resources import local_resources
 
 

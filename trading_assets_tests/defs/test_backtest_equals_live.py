@@ -15,7 +15,7 @@ import pytest
 from trading_assets.core import calendar
 from trading_assets.core.backtest import ema_concentration_backtest
 from trading_assets.core.strategies.ema_concentration import Params
-from trading_assets.defs import ema_concentration as flow
+from trading_assets.defs.ema_concentration import assets as flow
 from trading_assets.defs.partitions import PARTITION_FMT, bar_window, session_partition_keys
 from trading_assets.defs.resources import PaperBrokerResource, local_resources
 

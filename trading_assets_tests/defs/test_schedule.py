@@ -4,7 +4,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from trading_assets.defs.ema_concentration import ema_concentration_job, ema_concentration_schedule
+from trading_assets.defs.ema_concentration.assets import ema_concentration_job
+from trading_assets.defs.ema_concentration.schedules import ema_concentration_schedule
 
 NY = "America/New_York"
 

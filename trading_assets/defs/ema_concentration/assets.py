@@ -1,8 +1,9 @@
-"""Flow `ema_concentration` (seed 002): bars -> indicators -> signals -> orders ->
-transactions -> equity, one partition per 30-minute NYSE bar.
+"""The EMA concentration tick: bars -> indicators -> signals -> orders -> transactions ->
+equity, one partition per 30-minute NYSE bar.
 
 Every symbol of the tick (the target, whatever is held, and the watchlist) travels as
-one vectorised frame. Orders go through `core.execution`, which makes them exactly-once.
+one vectorised frame. Orders and equity go through the tick engine (`core.tick`), which
+makes orders exactly-once and keeps the equity history true.
 """
 
 
@@ -18,7 +19,7 @@ from trading_assets.core.execution import sync_open_intents
 from trading_assets.core.ports import OrderIntent
 from trading_assets.core.strategies import ema_concentration as strategy
 from trading_assets.core.tick import PositionDrift, run_tick, settle_equity
-from trading_assets.defs.partitions import bar_closing_at, bar_window, market_bars_30m
+from trading_assets.defs.partitions import bar_window, market_bars_30m
 from trading_assets.defs.reports import equity_curve_markdown, frame_markdown
 from trading_assets.defs.resources import (
     BrokerResource,
@@ -248,20 +249,3 @@ ema_concentration_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     description="One tick of the EMA concentration flow (run per 30-minute bar partition).",
 )
-
-
-@dg.schedule(
-    job=ema_concentration_job,
-    cron_schedule="0,30 9-16 * * 1-5",
-    execution_timezone=calendar.TZ,
-    name="ema_concentration_every_bar",
-    description="Right after each regular-hours bar closes (10:00 ... 16:00 New York); "
-                "skips holidays, half-day afternoons and off-hours ticks.",
-)
-def ema_concentration_schedule(context: dg.ScheduleEvaluationContext):
-    moment = pd.Timestamp(context.scheduled_execution_time)
-    key = bar_closing_at(moment)
-    if key is None:
-        reason = calendar.closed_reason(moment.tz_convert(calendar.TZ).date())
-        return dg.SkipReason(reason or f"no bar closes at {moment.tz_convert(calendar.TZ):%Y-%m-%d %H:%M}")
-    return dg.RunRequest(run_key=f"{FLOW}:{key}", partition_key=key)

@@ -1,0 +1,25 @@
+"""When the EMA concentration flow runs: right after each regular-hours NYSE bar closes."""
+
+import dagster as dg
+import pandas as pd
+
+from trading_assets.core import calendar
+from trading_assets.defs.ema_concentration.assets import FLOW, ema_concentration_job
+from trading_assets.defs.partitions import bar_closing_at
+
+
+@dg.schedule(
+    job=ema_concentration_job,
+    cron_schedule="0,30 9-16 * * 1-5",
+    execution_timezone=calendar.TZ,
+    name="ema_concentration_every_bar",
+    description="Right after each regular-hours bar closes (10:00 ... 16:00 New York); "
+                "skips holidays, half-day afternoons and off-hours ticks.",
+)
+def ema_concentration_schedule(context: dg.ScheduleEvaluationContext):
+    moment = pd.Timestamp(context.scheduled_execution_time)
+    key = bar_closing_at(moment)
+    if key is None:
+        reason = calendar.closed_reason(moment.tz_convert(calendar.TZ).date())
+        return dg.SkipReason(reason or f"no bar closes at {moment.tz_convert(calendar.TZ):%Y-%m-%d %H:%M}")
+    return dg.RunRequest(run_key=f"{FLOW}:{key}", partition_key=key)
