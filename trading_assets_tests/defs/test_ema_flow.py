@@ -39,7 +39,11 @@ def test_bullish_tick_buys_the_target_and_records_intent_fill_and_equity(harness
     [fill] = harness.ledger.transactions(flow="ema_concentration").itertuples()
     assert (fill.client_order_id, fill.qty) == (order.client_order_id, order.qty)
     assert metadata(result, "equity", "equity") == pytest.approx(harness.broker.account().equity)
-    assert metadata(result, "equity", "equity_curve").startswith("![")
+    [row] = metadata(result, "orders", "orders_table").records
+    assert (row.data["symbol"], row.data["side"], row.data["status"]) == ("TQQQ", "buy", "filled")
+    assert row.data["client_order_id"] == order.client_order_id and row.data["qty"] == order.qty
+    [fill_row] = metadata(result, "transactions", "fills_table").records
+    assert fill_row.data["price"] == round(fill.price, 2)
     assert check_results(result) == {"bars_complete_fresh_no_nan": True, "ledger_reconciles_with_broker": True}
 
 

@@ -20,7 +20,7 @@ from trading_assets.core.ports import OrderIntent
 from trading_assets.core.strategies import ema_concentration as strategy
 from trading_assets.core.tick import PositionDrift, run_tick, settle_equity
 from trading_assets.defs.partitions import bar_window, market_bars_30m
-from trading_assets.defs.reports import equity_curve_markdown, frame_markdown
+from trading_assets.defs.reports import frame_markdown, frame_table
 from trading_assets.defs.resources import (
     BrokerResource,
     EmaConcentrationSettings,
@@ -173,12 +173,16 @@ def orders(
     return dg.Output(frame, metadata={
         "signal": signal.value,
         "orders": len(frame),
+        "dagster/row_count": len(frame),
+        "orders_table": frame_table(frame.drop(columns=["broker_order_id"]),
+                                    money=("reference_price", "filled_avg_price")),
         "placed_this_run": len(execution.submitted),
         "already_at_broker": len(execution.adopted) + len(execution.skipped),
         "rejected": len(execution.rejected),
         "plan": "new" if execution.new_plan else "existing (rerun resolves, never re-plans)",
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in report.notes) or "-"),
-        "buying_power_before": report.account.buying_power,
+        "buying_power_before": round(report.account.buying_power, 2),
+        "currency": report.account.currency,
         "work_ms": _elapsed_ms(t0),
     })
 
@@ -197,8 +201,11 @@ def transactions(
     notional = float((fills["qty"] * fills["price"]).sum()) if len(fills) else 0.0
     return dg.Output(fills, metadata={
         "fills": len(fills),
-        "notional": notional,
-        "commission": float(fills["commission"].sum()) if len(fills) else 0.0,
+        "dagster/row_count": len(fills),
+        "fills_table": frame_table(fills.loc[:, ["client_order_id", "symbol", "side", "qty", "price", "commission",
+                                                 "executed_at"]], money=("price", "commission")),
+        "notional": round(notional, 2),
+        "commission": round(float(fills["commission"].sum()), 2) if len(fills) else 0.0,
         "work_ms": _elapsed_ms(t0),
     })
 
@@ -208,7 +215,8 @@ def transactions(
     kinds={"python"},
     check_specs=[dg.AssetCheckSpec(RECONCILE_CHECK, asset=dg.AssetKey([*PREFIX, "equity"]),
                                    description="ledger positions (baseline + fills) equal the broker's")],
-    description="Account value after the tick, recorded in the ledger; the curve so far as a PNG.",
+    description="Account value after the tick, recorded in the ledger (equity and cash are plotted "
+                "over the partitions in the asset's Plots tab); the value is the curve up to this tick.",
 )
 def equity(
     context: dg.AssetExecutionContext,
@@ -224,12 +232,13 @@ def equity(
     if outcome.known:
         context.log.info(f"equity {outcome.equity:,.2f} (cash {outcome.cash:,.2f}, positions {outcome.positions})")
     yield dg.Output(outcome.curve, metadata={
-        "equity": outcome.equity,
+        # floats per partition: Dagster plots them over the partitions (the equity curve)
+        "equity": round(outcome.equity, 2),
+        "cash": round(outcome.cash, 2),
         "equity_recorded": outcome.note,
-        "cash": outcome.cash,
         "positions": dg.MetadataValue.json(outcome.positions),
         "ticks_recorded": len(outcome.curve),
-        "equity_curve": dg.MetadataValue.md(equity_curve_markdown(outcome.curve, f"{FLOW} equity")),
+        "dagster/row_count": len(outcome.curve),
         "work_ms": _elapsed_ms(t0),
     })
     yield dg.AssetCheckResult(
