@@ -94,6 +94,88 @@ def test_resubmitting_a_client_order_id_returns_the_first_order(alpaca) -> None:
     assert broker.positions()[0].qty == 10.0
 
 
+def test_an_order_that_fills_later_is_open_after_the_post_and_filled_on_a_later_poll(alpaca) -> None:
+    """Alpaca often answers the POST with `new` and nothing filled; the fill shows up when
+    the order is looked up again. The adapter must report the open order, not invent a fill."""
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fill_in_steps([1.0])
+    placed = broker.submit_order(buy("later-1"))
+    assert (placed.status, placed.filled_qty, placed.filled_avg_price) == (OrderStatus.NEW, 0.0, None)
+    assert broker.positions() == []
+    assert broker.get_order("later-1").status is OrderStatus.NEW  # polling alone fills nothing
+    fake.set_price("TQQQ", 50.5)  # the market trades
+    filled = broker.get_order("later-1")
+    assert (filled.status, filled.filled_qty, filled.filled_avg_price) == (OrderStatus.FILLED, 10.0, 50.5)
+    assert [(p.symbol, p.qty) for p in broker.positions()] == [("TQQQ", 10.0)]
+
+
+def test_partial_fills_grow_across_polls_with_a_weighted_average_price(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    fake.fill_in_steps([0.3, 0.3, 0.4])
+    assert broker.submit_order(buy("part-1")).filled_qty == 0.0
+    seen = []
+    for price in (50.0, 51.0, 52.0):
+        fake.set_price("TQQQ", price)
+        order = broker.get_order("part-1")
+        seen.append((order.status, order.filled_qty, broker.positions()[0].qty))
+    assert seen == [
+        (OrderStatus.PARTIALLY_FILLED, 3.0, 3.0),
+        (OrderStatus.PARTIALLY_FILLED, 6.0, 6.0),
+        (OrderStatus.FILLED, 10.0, 10.0),
+    ]
+    assert order.filled_avg_price == pytest.approx((3 * 50 + 3 * 51 + 4 * 52) / 10)
+    assert broker.account().cash == pytest.approx(100_000.0 - (3 * 50 + 3 * 51 + 4 * 52))
+
+
+def test_an_out_of_hours_market_order_is_held_accepted_until_the_open(alpaca) -> None:
+    """Alpaca takes a market day order while the market is closed and holds it `accepted`
+    (nothing filled, no position) until the open; it does not reject it, nor fill it at
+    the last price."""
+    broker, fake = alpaca
+    nyse.sessions_between(date(2024, 1, 2), date(2024, 1, 3))  # load the calendar before timing out
+    fake.set_price("TQQQ", 50.0)
+    fake.close_market(datetime(2024, 11, 30, 15, 0, tzinfo=UTC))  # a Saturday
+    assert broker.clock()["is_open"] is False
+    placed = broker.submit_order(buy("weekend-1"))
+    assert (placed.status, placed.filled_qty) == (OrderStatus.ACCEPTED, 0.0)
+    assert broker.get_order("weekend-1").status is OrderStatus.ACCEPTED and broker.positions() == []
+    fake.now = datetime(2024, 12, 2, 15, 0, tzinfo=UTC)  # Monday 10:00 New York
+    fake.set_price("TQQQ", 51.0)
+    opened = broker.get_order("weekend-1")
+    assert (opened.status, opened.filled_qty, opened.filled_avg_price) == (OrderStatus.FILLED, 10.0, 51.0)
+    assert fake.order_posts() == 1
+
+
+def test_buying_power_held_by_an_open_buy_refuses_the_next_order(alpaca) -> None:
+    """An open buy holds buying power at Alpaca: the account shows less, and an order
+    beyond what is left is Alpaca's 403 'insufficient buying power', typed as a reject."""
+    broker, fake = alpaca
+    fake.set_price("TQQQ", 50.0)
+    broker.submit_order(buy("rest-1", qty=2_000, order_type="limit", limit_price=40.0))  # holds 80,000
+    assert broker.account().buying_power == pytest.approx(20_000.0)
+    assert broker.account().cash == pytest.approx(100_000.0)
+    with pytest.raises(OrderRejected) as info:
+        broker.submit_order(buy("next-1", qty=500))  # 25,000 > 20,000 left
+    assert info.value.reason == "insufficient buying power"
+    assert fake.order_count("next-1") == 0
+    broker.cancel_order("rest-1")
+    assert broker.account().buying_power == pytest.approx(100_000.0)
+    assert broker.submit_order(buy("next-2", qty=500)).status is OrderStatus.FILLED
+
+
+def test_shares_held_by_an_open_sell_cannot_be_sold_twice(alpaca) -> None:
+    broker, fake = alpaca
+    fake.set_position("TQQQ", 10, 45.0)
+    fake.set_price("TQQQ", 50.0)
+    broker.submit_order(OrderRequest("tp-1", "TQQQ", Side.SELL, 10, order_type="limit", limit_price=60.0))
+    with pytest.raises(OrderRejected) as info:
+        broker.submit_order(OrderRequest("sell-1", "TQQQ", Side.SELL, 5))
+    assert info.value.reason == "insufficient qty available for order (requested: 5, available: 0)"
+    assert broker.positions()[0].qty == 10.0
+
+
 def test_get_order_unknown_is_none(alpaca) -> None:
     broker, _ = alpaca
     assert broker.get_order("never-sent") is None

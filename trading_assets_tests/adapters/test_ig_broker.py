@@ -12,10 +12,13 @@ from collections.abc import Iterator
 import pytest
 
 from trading_assets.adapters.brokers.ig import IGBroker
+from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.core.execution import account_key, client_order_id, execute_plan
 from trading_assets.core.ports import (
     AmbiguousOrderError,
     Broker,
     BrokerError,
+    OrderIntent,
     OrderRejected,
     OrderRequest,
     OrderStatus,
@@ -174,6 +177,44 @@ def test_reject_inside_http_200_raises_order_rejected_with_igs_reason(
     with pytest.raises(OrderRejected):
         broker.submit_order(buy("rej-1"))
     assert len(order_posts(fake)) == 1
+
+
+def test_outside_market_hours_a_deal_is_recorded_rejected_with_igs_reason(
+        broker: IGBroker, fake: FakeIG, tmp_path) -> None:
+    """IG does not hold a market deal for the open: outside its hours the deal POST is
+    answered 200 and the confirmation is REJECTED (MARKET_CLOSED_WITH_EDITS). Through
+    execute_plan: the intent is `rejected` with IG's reason, no position, and a rerun of
+    the tick sends nothing; once the market trades again the next tick fills."""
+    fake.set_market_status(EPIC, "EDITS_ONLY")
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+    account = account_key(broker, broker.account().account_id)
+
+    def plan(key: str) -> list[OrderIntent]:
+        cid = client_order_id("ema_concentration", EPIC, key, "entry")
+        return [OrderIntent(cid, "ema_concentration", key, account, EPIC, Side.BUY, 1, "entry", 1.1)]
+
+    closed = "2025-11-28-22:00"
+    report = execute_plan(broker, ledger, plan(closed), "ema_concentration", closed)
+    [intent] = ledger.intents("ema_concentration", closed)
+    assert (intent.status, intent.reason) == ("rejected", "MARKET_CLOSED_WITH_EDITS")
+    assert report.rejected == [intent.client_order_id] and broker.positions() == []
+    execute_plan(broker, ledger, plan(closed), "ema_concentration", closed)
+    assert len(order_posts(fake)) == 1
+
+    fake.set_market_status(EPIC, "TRADEABLE")
+    reopened = "2025-12-01-08:00"
+    execute_plan(broker, ledger, plan(reopened), "ema_concentration", reopened)
+    assert ledger.intents("ema_concentration", reopened)[0].status == "filled"
+    assert [(p.symbol, p.qty) for p in broker.positions()] == [(EPIC, 1.0)]
+
+
+def test_a_closing_deal_offline_is_refused_and_the_position_stays(broker: IGBroker, fake: FakeIG) -> None:
+    broker.submit_order(buy("open-1", qty=2))
+    fake.set_market_status(EPIC, "OFFLINE")
+    with pytest.raises(OrderRejected) as info:
+        broker.close_position(EPIC, "close-1")
+    assert info.value.reason == "MARKET_OFFLINE"
+    assert [(p.symbol, p.qty) for p in broker.positions()] == [(EPIC, 2.0)]
 
 
 def test_insufficient_funds_is_a_reject(broker: IGBroker) -> None:

@@ -242,6 +242,35 @@ def test_fractional_contracts_are_refused_before_any_post(tv) -> None:
     assert fake.order_posts() == 0
 
 
+def test_a_market_order_still_working_after_the_post_fills_on_a_later_poll(tv) -> None:
+    """Tradovate answers the POST with an order id only; the order can still be Working
+    with no fill. The adapter reports it open, and the fill when it comes."""
+    broker, fake = tv
+    fake.fill_in_steps([1.0])
+    placed = broker.submit_order(buy("later-1"))
+    assert (placed.status, placed.filled_qty) == (OrderStatus.ACCEPTED, 0.0)
+    assert broker.positions() == []
+    assert broker.get_order("later-1").status is OrderStatus.ACCEPTED  # polling alone fills nothing
+    fake.set_price("MESZ6", 5851.0)  # the market trades
+    filled = broker.get_order("later-1")
+    assert (filled.status, filled.filled_qty, filled.filled_avg_price) == (OrderStatus.FILLED, 1.0, 5851.0)
+    assert [(p.symbol, p.qty) for p in broker.positions()] == [("MESZ6", 1.0)]
+
+
+def test_partial_fills_across_polls_are_reported_as_they_grow(tv) -> None:
+    broker, fake = tv
+    fake.fill_in_steps([0.5, 0.5])
+    broker.submit_order(buy("part-1", qty=4))
+    fake.set_price("MESZ6", 5850.0)
+    first = broker.get_order("part-1")
+    assert (first.status, first.filled_qty, fake.net_pos("MESZ6")) == (OrderStatus.PARTIALLY_FILLED, 2.0, 2)
+    fake.set_price("MESZ6", 5851.0)
+    done = broker.get_order("part-1")
+    assert (done.status, done.filled_qty, fake.net_pos("MESZ6")) == (OrderStatus.FILLED, 4.0, 4)
+    assert done.filled_avg_price == pytest.approx(5850.5)
+    assert fake.order_count("part-1") == 1
+
+
 def test_limit_order_works_and_can_be_cancelled(tv) -> None:
     broker, fake = tv
     order = broker.submit_order(buy("lim-1", order_type="limit", limit_price=5800.0))

@@ -1,21 +1,33 @@
 """Loopback fakes of Alpaca's trading API and market-data API (wire spec section 2).
 
 `FakeAlpaca` keeps an account, positions and orders, fills market orders at prices a
-test sets, enforces unique client order ids (422 40010001) and buying power (403
-40310000), and can be scripted to fail the way the real API does: revoked keys (401
-without a `code`), 429 with rate-limit headers, 5xx, a non-JSON gateway page, a 504 or
-a too-slow answer *after* the order was stored, rejects.
+test sets, and applies Alpaca's rules: client order ids are unique (422 40010001 "must be
+unique"; `ids_unique_among="open"` for the reading that only open orders count), other
+invalid requests are 422 40010001 with their own message (inactive asset, id over 128
+characters), buying power and shares held by open orders are not available to the next
+order (403 40310000 "insufficient buying power" / "insufficient qty available ...").
+It can be scripted to fail the way the real API does: revoked keys (401 without a
+`code`), 429 with rate-limit headers, 5xx, a non-JSON gateway page, a 504 or a too-slow
+answer *after* the order was stored, rejects.
+
+Fills are immediate by default (inside the POST). Real fills are often not:
+`fill_in_steps([1.0])` answers the POST `new` and fills at the next market move
+(`set_price`), `fill_in_steps([0.3, 0.3, 0.4])` fills in parts across moves, and
+`close_market(now)` keeps Alpaca's hours: a market order placed while closed is held
+`accepted` until the first move after the open.
 
 `FakeAlpacaData` serves `/v2/stocks/bars` with page tokens.
 
 The contract suite uses `make_alpaca_under_test()` and these helpers on `FakeAlpaca`:
 
-    set_price(symbol, price)        market orders fill at it; resting limits that cross fill
+    set_price(symbol, price)        the market moves: market orders fill at it; open orders
+                                    that can fill do (crossed limits, stepped or held fills)
     order_count(client_order_id)    orders the fake holds (order_posts(): POSTs received)
+    fill_in_steps(fractions)        later fills, in parts (see above)
     fault_expire_session()          every call 401 until restore_session() (keys are revoked,
                                     they never expire, so the adapter cannot renew them)
-    fault_rate_limit(times=1)       next `times` requests 429; alpaca-py retries 3 times
-                                    itself, so times>=4 is needed for RateLimited to surface
+    fault_rate_limit(times=1)       next `times` requests 429 (reads are retried by
+                                    alpaca-py, the order POST by the adapter after a lookup)
     fault_timeout_after_accept()    order stored, answer sent after the client timed out
     fault_reject_next(reason)       next order POST 403 with Alpaca's message `reason`
     fault_server_error()            next request 500 (after_accept=True: order stored first)
@@ -120,16 +132,39 @@ class FakeAlpaca(QuickStopServer):
         self.inactive_assets: set[str] = set()  # delisted/halted symbols: orders get 422
         self.revoked = False
         self.now: datetime | None = None  # None = the real clock
+        # How new orders fill. None: completely inside the POST. A list of fractions of
+        # the quantity: nothing inside the POST, then one part per market move (set_price).
+        self.fill_steps: list[float] | None = None
+        # False: the market is always open. True: Alpaca's hours from `now` and the NYSE
+        # calendar; a market order placed while closed is held `accepted` until the open.
+        self.market_hours = False
         self._state = threading.RLock()
 
     # ----------------------------------------------------------------- test helpers
     def set_price(self, symbol: str, price: float) -> None:
-        """The price market orders in `symbol` fill at; open limit orders that cross it fill."""
+        """The market moves: later market orders in `symbol` fill at `price`, and open
+        orders fill now if they can (limits that cross it, held or stepped fills)."""
         with self._state:
             self.prices[symbol] = float(price)
             for order in list(self.orders.values()):
-                if order["symbol"] == symbol and order["status"] in ("new", "accepted"):
-                    self._try_fill(order)
+                if order["symbol"] == symbol:
+                    self._try_fill(order, market_move=True)
+
+    def fill_in_steps(self, fractions: list[float]) -> None:
+        """Orders placed from now on answer the POST unfilled (`new`) and fill one part
+        at each later market move (`set_price` of their symbol), so a client sees the
+        fill only on a later poll: `[1.0]` fills at the next move, `[0.3, 0.3, 0.4]` in
+        three partial fills, each at the price of its move."""
+        if not fractions or any(f <= 0 for f in fractions):
+            raise ValueError(f"fill fractions must be positive, got {fractions!r}")
+        self.fill_steps = list(fractions)
+
+    def close_market(self, now: datetime) -> None:
+        """Keep Alpaca's market hours with the clock at `now` (set `fake.now` later to
+        move it): market orders placed while closed stay `accepted`, unfilled, and fill
+        at the first market move (`set_price`) once the market is open."""
+        self.now = now
+        self.market_hours = True
 
     def set_position(self, symbol: str, qty: float, avg_entry_price: float) -> None:
         with self._state:
@@ -256,6 +291,7 @@ class FakeAlpaca(QuickStopServer):
             mv = self._market_value()
             long_mv = sum(p["qty"] * self.prices.get(s, p["avg"]) for s, p in self.positions.items() if p["qty"] > 0)
             equity = self.cash + mv
+            buying_power = self._buying_power()
             return Response(
                 200,
                 {
@@ -264,10 +300,10 @@ class FakeAlpaca(QuickStopServer):
                     "status": "ACTIVE",
                     "crypto_status": "ACTIVE",
                     "currency": "USD",
-                    "buying_power": _s(max(self.cash, 0.0) * self.margin_multiplier),
-                    "regt_buying_power": _s(max(self.cash, 0.0) * self.margin_multiplier),
+                    "buying_power": _s(buying_power),
+                    "regt_buying_power": _s(buying_power),
                     "daytrading_buying_power": "0",
-                    "non_marginable_buying_power": _s(max(self.cash, 0.0)),
+                    "non_marginable_buying_power": _s(max(0.0, max(self.cash, 0.0) - self._held_for_buys())),
                     "cash": _s(self.cash),
                     "accrued_fees": "0",
                     "portfolio_value": _s(equity),
@@ -304,7 +340,7 @@ class FakeAlpaca(QuickStopServer):
             "asset_marginable": True,
             "avg_entry_price": _s(p["avg"]),
             "qty": _s(qty),
-            "qty_available": _s(qty),
+            "qty_available": _s(self._qty_available(symbol)),
             "side": "long" if qty > 0 else "short",
             "market_value": _s(mv),
             "cost_basis": _s(cost),
@@ -416,6 +452,7 @@ class FakeAlpaca(QuickStopServer):
             "status": "accepted",
             "parent": parent,
             "leg_ids": [],
+            "steps": None if parent is not None or self.fill_steps is None else list(self.fill_steps),
         }
         self.orders[order["id"]] = order
         self.by_client_id[order["client_order_id"]] = order["id"]
@@ -430,27 +467,73 @@ class FakeAlpaca(QuickStopServer):
     def _held(self, symbol: str) -> float:
         return self.positions.get(symbol, {}).get("qty", 0.0)
 
+    def _open_orders(self) -> list[dict[str, Any]]:
+        """Orders that hold buying power or shares: open and live (bracket legs count once
+        their entry has filled; a `held` leg waits for it)."""
+        return [o for o in self.orders.values() if o["status"] not in _FINAL and o["status"] != "held"]
+
+    def _price_basis(self, order: dict[str, Any]) -> float:
+        return order.get("limit_price") or order.get("stop_price") or self.prices.get(order["symbol"]) or 0.0
+
+    def _held_for_buys(self) -> float:
+        """Buying power Alpaca holds for open buy orders (their unfilled part)."""
+        return sum(
+            (o["qty"] - o["filled_qty"]) * self._price_basis(o) for o in self._open_orders() if o["side"] == "buy"
+        )
+
+    def _buying_power(self) -> float:
+        return max(0.0, max(self.cash, 0.0) * self.margin_multiplier - self._held_for_buys())
+
+    def _qty_available(self, symbol: str) -> float:
+        """Shares held minus those open sell orders already hold (Alpaca's qty_available)."""
+        held = self._held(symbol)
+        selling = sum(
+            o["qty"] - o["filled_qty"] for o in self._open_orders() if o["symbol"] == symbol and o["side"] == "sell"
+        )
+        return held - selling if held > 0 else held
+
     def _check_funds(self, body: dict[str, Any]) -> Response | None:
         qty = float(body["qty"])
         symbol = body["symbol"]
         if body["side"] == "buy":
             price = self.prices.get(symbol) or float(body.get("limit_price") or 0.0)
             cost = qty * price
-            if cost > max(self.cash, 0.0) * self.margin_multiplier + 1e-9:
-                return _err(403, 40310000, "insufficient buying power")
-        else:
-            held = self._held(symbol)
-            if held > 0 and qty > held + 1e-9:
+            buying_power = self._buying_power()
+            if cost > buying_power + 1e-9:
+                return Response(
+                    403,
+                    {
+                        "code": 40310000,
+                        "message": "insufficient buying power",
+                        "buying_power": _s(buying_power),
+                        "cost_basis": _s(cost),
+                    },
+                )
+        elif self._held(symbol) > 0:
+            available = self._qty_available(symbol)
+            if qty > available + 1e-9:
                 return _err(
                     403,
                     40310000,
-                    f"insufficient qty available for order (requested: {_s(qty)}, available: {_s(held)})",
+                    f"insufficient qty available for order (requested: {_s(qty)}, available: {_s(available)})",
                 )
         return None
 
-    def _try_fill(self, order: dict[str, Any]) -> None:
-        if order["parent"] is not None:
+    def _market_open(self) -> bool:
+        if not self.market_hours:
+            return True
+        now = pd.Timestamp(self._now()).tz_convert(nyse.TZ)
+        return any(o <= now < c for o, c in map(nyse.session_open_close, nyse.sessions_between(now.date(), now.date())))
+
+    def _try_fill(self, order: dict[str, Any], market_move: bool = False) -> None:
+        """Fill what the market allows now: all of it, or (with fill steps, and only on
+        a market move) the next part."""
+        if order["parent"] is not None or order["status"] in _FINAL:
             return  # bracket legs wait (the fake does not trigger them)
+        if order["steps"] is not None and not market_move:
+            return
+        if not self._market_open():
+            return
         price = self.prices.get(order["symbol"])
         if price is None:
             return
@@ -462,7 +545,16 @@ class FakeAlpaca(QuickStopServer):
             stop = order["stop_price"]
             if (order["side"] == "buy" and price < stop) or (order["side"] == "sell" and price > stop):
                 return
-        qty = order["qty"]
+        remaining = order["qty"] - order["filled_qty"]
+        if order["steps"]:
+            part = order["steps"].pop(0) * order["qty"]
+            qty = remaining if not order["steps"] else min(remaining, part)
+        else:
+            qty = remaining
+        self._execute(order, qty, price)
+
+    def _execute(self, order: dict[str, Any], qty: float, price: float) -> None:
+        """One execution of `qty` at `price`: positions, cash and the order's fill."""
         signed = qty if order["side"] == "buy" else -qty
         pos = self.positions.get(order["symbol"], {"qty": 0.0, "avg": 0.0})
         new_qty = pos["qty"] + signed
@@ -479,9 +571,20 @@ class FakeAlpaca(QuickStopServer):
             self.positions[order["symbol"]] = {"qty": new_qty, "avg": avg}
         self.cash -= signed * price
         now = self._now()
-        order.update(status="filled", filled_qty=qty, filled_avg_price=price, filled_at=now, updated_at=now)
-        for leg_id in order["leg_ids"]:
-            self.orders[leg_id]["status"] = "new"
+        before = order["filled_qty"]
+        filled = before + qty
+        avg_price = ((order["filled_avg_price"] or 0.0) * before + price * qty) / filled
+        done = filled >= order["qty"] - 1e-12
+        order.update(
+            status="filled" if done else "partially_filled",
+            filled_qty=filled,
+            filled_avg_price=avg_price,
+            filled_at=now if done else None,
+            updated_at=now,
+        )
+        if done:
+            for leg_id in order["leg_ids"]:
+                self.orders[leg_id]["status"] = "new"
 
     @route("POST", r"/v2/orders")
     def post_order(self, req: Request) -> Response:
@@ -541,6 +644,10 @@ class FakeAlpaca(QuickStopServer):
                 for leg in (tp, sl):
                     leg["status"] = "held"
                 order["leg_ids"] = [tp["id"], sl["id"]]
+            if not self._market_open():
+                order["status"] = "accepted"  # held until the open
+            elif order["steps"] is not None:
+                order["status"] = "new"  # routed; fills arrive later
             self._try_fill(order)
             answer = self._order_json(order)
         if after is None:

@@ -21,6 +21,11 @@ Every scripted fault changes what goes over the wire:
     fault_non_json(accept)         200 with an HTML body on the next order POST
     fault_confirm_lag(times)       GET /confirms answers 404 deal-not-found a few times
     fault_historical_allowance()   403 exceeded-account-historical-data-allowance
+    set_market_status(epic, st)    outside TRADEABLE every deal's confirmation is REJECTED
+                                   (MARKET_CLOSED_WITH_EDITS, MARKET_CLOSED, MARKET_OFFLINE)
+
+IG OTC deals fill or reject at once (no partial or later fill); only the confirmation
+may lag (`fault_confirm_lag`).
     page_size / allowance          pagination and the weekly allowance of /prices
 
 Historical bars are deterministic (see `bar_for`), so tests can compute what to expect.
@@ -54,6 +59,9 @@ RESOLUTION_SECONDS = {
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _EXPIRY_RE = re.compile(r"-|DFB|[A-Z]{3}-\d{2}")
 _REF_RE = re.compile(r"[A-Za-z0-9_-]{1,30}")
+# A deal's confirmation when the market is not TRADEABLE (IG's marketStatus -> reason).
+_CLOSED_REASONS = {"EDITS_ONLY": "MARKET_CLOSED_WITH_EDITS", "CLOSED": "MARKET_CLOSED",
+                   "OFFLINE": "MARKET_OFFLINE"}
 
 
 def _err(status: int, code: str) -> Response:
@@ -106,6 +114,7 @@ class FakeIG(FakeServer):
         self.state = FakeIGState()
         self.prices: dict[str, tuple[float, float]] = {}  # epic -> (bid, offer)
         self.unknown_epics: set[str] = set()
+        self.market_status: dict[str, str] = {}  # epic -> IG marketStatus; TRADEABLE if absent
         self.tokens: set[tuple[str, str]] = set()  # valid (CST, X-SECURITY-TOKEN)
         self.logins = 0
         self.slow_delay = 1.5  # seconds an answer takes under fault_timeout_after_accept
@@ -135,6 +144,16 @@ class FakeIG(FakeServer):
         """Quote `symbol` (an epic) at mid `price`; bid/offer straddle it by `spread`."""
         with self.lock:
             self.prices[symbol] = (price - spread / 2, price + spread / 2)
+
+    def set_market_status(self, epic: str, status: str) -> None:
+        """IG's `marketStatus` for `epic`. Outside TRADEABLE every deal (opening or closing)
+        is answered HTTP 200 + a reference, and its confirmation is REJECTED with IG's
+        reason: EDITS_ONLY -> MARKET_CLOSED_WITH_EDITS, CLOSED -> MARKET_CLOSED,
+        OFFLINE -> MARKET_OFFLINE. IG does not queue a market deal for the open."""
+        if status != "TRADEABLE" and status not in _CLOSED_REASONS:
+            raise ValueError(f"market status {status!r} not modelled; one of {sorted(_CLOSED_REASONS)}")
+        with self.lock:
+            self.market_status[epic] = status
 
     def order_count(self, client_order_id: str | None = None) -> int:
         """Deals the fake actually accepted (opening or closing), optionally for one
@@ -333,7 +352,8 @@ class FakeIG(FakeServer):
                 "percentageChange": 0.0, "netChange": 0.0, "bid": bid, "offer": offer,
                 "updateTime": local.strftime("%H:%M:%S"),
                 "updateTimeUTC": d.created.strftime("%H:%M:%S"), "delayTime": 0,
-                "streamingPricesAvailable": True, "marketStatus": "TRADEABLE",
+                "streamingPricesAvailable": True,
+                "marketStatus": self.market_status.get(d.epic, "TRADEABLE"),
                 "scalingFactor": 1,
             },
         }
@@ -437,6 +457,9 @@ class FakeIG(FakeServer):
                 "trailingStop": bool(body.get("trailingStop")),
                 "profit": None, "profitCurrency": None,
             }
+            status = self.market_status.get(body["epic"], "TRADEABLE")
+            if status != "TRADEABLE":
+                reject_reason = reject_reason or _CLOSED_REASONS[status]
             if body.get("orderType") == "LIMIT":
                 limit = float(body["level"])
                 worse = level > limit if direction == "BUY" else level < limit

@@ -13,6 +13,8 @@ Speaks the shapes in `broker-wire-spec.md` section 3 and the entity schemas of
   200 `{p-ticket, p-time, p-captcha}`; 429 with an empty body is a one-hour lockout.
 - Market orders fill at the price set with `set_price`; OSO brackets go working when the
   entry fills and are matched (one cancels the other) when `set_price` crosses them.
+  With `fill_in_steps(fractions)` a market order is answered still Working and fills
+  later, in whole-contract parts, one per market move (`set_price`).
 
 The fake also keeps score of client misbehaviour: `hammered` counts requests that arrived
 during a lockout or before a penalty ticket's `p-time` had elapsed.
@@ -145,6 +147,9 @@ class TradovateFake(FakeServer):
         self.lockout_until: datetime | None = None
         self.hammered = 0  # requests during a lockout or before p-time elapsed
         self.timeout_delay = 2.0  # seconds a "timeout_after_accept" answer is held back
+        # How new market orders fill. None: completely inside the POST. A list of
+        # fractions of the quantity: the order stays Working, one fill per market move.
+        self.fill_steps: list[float] | None = None
 
     # ================================================================ test helpers
     def fault_expire_session(self) -> None:
@@ -190,6 +195,15 @@ class TradovateFake(FakeServer):
         """The next matching call answers HTTP 200 `{"errorText": text}`."""
         self.faults.add("error_text", path=path, text=text)
 
+    def fill_in_steps(self, fractions: list[float]) -> None:
+        """Market orders placed from now on are answered `{orderId}` and stay Working,
+        unfilled, then get one fill (whole contracts) at each later market move
+        (`set_price`), so a client sees it only on a later poll: `[1.0]` fills at the
+        next move, `[0.5, 0.5]` in two partial fills."""
+        if not fractions or any(f <= 0 for f in fractions):
+            raise ValueError(f"fill fractions must be positive, got {fractions!r}")
+        self.fill_steps = list(fractions)
+
     def set_price(self, symbol: str, price: float) -> None:
         """Move the market: later market orders fill here; working orders are matched."""
         with self.lock:
@@ -197,7 +211,7 @@ class TradovateFake(FakeServer):
             if contract is None:
                 contract = self._add_contract(symbol, price, 5.0, 1_600.0)
             contract.price = float(price)
-            self._match_working(contract)
+            self._match_working(contract, market_move=True)
 
     def order_count(self, client_order_id: str | None = None) -> int:
         """Orders the server holds (all, or those created with this `clOrdId`)."""
@@ -596,12 +610,31 @@ class TradovateFake(FakeServer):
             "customTag50": body.get("customTag50"),
         })
         if status == "Working" and body["orderType"] == "Market":
-            self._fill(order, contract.price)
+            if self.fill_steps is not None and parent_id is None:
+                order["steps"] = list(self.fill_steps)
+            else:
+                self._fill(order, contract.price)
         return order
 
-    def _fill(self, order: dict[str, Any], price: float) -> None:
+    def _filled(self, order_id: int) -> int:
+        return sum(int(f["qty"]) for f in self.fills if f["orderId"] == order_id)
+
+    def _next_step(self, order: dict[str, Any]) -> None:
+        """A stepped market order gets its next fill, at the current price."""
+        steps = order.get("steps")
+        price = self.contracts[order["contractId"]].price
+        if not steps or order["ordStatus"] != "Working" or price is None:
+            return
+        total = int(self.versions[order["id"]]["orderQty"])
+        remaining = total - self._filled(order["id"])
+        part = max(1, round(steps.pop(0) * total))
+        self._fill(order, price, remaining if not steps else min(remaining, part))
+
+    def _fill(self, order: dict[str, Any], price: float, qty: int | None = None) -> None:
+        """Execute `qty` contracts of `order` (default: all that is left) at `price`."""
         version = self.versions[order["id"]]
-        qty = int(version["orderQty"])
+        left = int(version["orderQty"]) - self._filled(order["id"])
+        qty = left if qty is None else qty
         contract = self.contracts[order["contractId"]]
         acct = next(a for a in self.accounts if a.id == order["accountId"])
         now = self._now()
@@ -612,7 +645,9 @@ class TradovateFake(FakeServer):
             "action": order["action"], "qty": qty, "price": price, "active": True,
             "finallyPaired": 0,
         })
-        order["ordStatus"] = "Filled"
+        done = qty >= left
+        if done:
+            order["ordStatus"] = "Filled"  # a partly filled order stays Working
         key = (acct.id, contract.id)
         pos = self.positions.get(key) or {
             "id": next(self._ids), "accountId": acct.id, "contractId": contract.id,
@@ -646,7 +681,8 @@ class TradovateFake(FakeServer):
         self.positions[key] = pos
         if new == 0:  # a flat position cancels nothing by itself, but brackets are done
             self._cancel_children_of_flat(contract.id, acct.id)
-        self._release_brackets(order["id"])
+        if done:
+            self._release_brackets(order["id"])
 
     def _release_brackets(self, parent_id: int) -> None:
         for o in self.orders.values():
@@ -659,12 +695,16 @@ class TradovateFake(FakeServer):
                     and o.get("ocoId") and o["ordStatus"] in ("Working", "Suspended")):
                 o["ordStatus"] = "Canceled"
 
-    def _match_working(self, contract: _Contract) -> None:
+    def _match_working(self, contract: _Contract, market_move: bool = False) -> None:
         price = contract.price
         if price is None:
             return
         for order in list(self.orders.values()):
             if order["contractId"] != contract.id or order["ordStatus"] != "Working":
+                continue
+            if order.get("steps"):
+                if market_move:
+                    self._next_step(order)
                 continue
             v = self.versions[order["id"]]
             buy = order["action"] == "Buy"
