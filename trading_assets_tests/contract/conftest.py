@@ -2,11 +2,15 @@
 
 Each harness gives the suite the same handles whatever the broker: the broker under test,
 its loopback fake (None for paper), a tradable symbol with a quote, how many orders the
-server really holds, and how to make the broker refuse an order for a business reason.
+server really holds, how to make the broker refuse an order for a business reason, and
+how to let the market move so an order that did not fill inside its POST can fill.
 
-Brokers whose factory is not importable yet are skipped with the reason; cases that do
-not exist for a broker (paper has no session, no rate limit, no network) are skipped
-with the reason by the test itself via `harness.require(concept)`.
+Alpaca and Tradovate also run as "fills later" variants: their fake answers every order
+unfilled and fills it at the next market move, so no contract case may assume a fill
+inside the POST. A case that needs a concept some broker does not have (paper has no
+session, no rate limit, no network; IG deals never fill later) is generated only for the
+brokers that have it (`brokers_with`), never collected and skipped. A factory that cannot
+be imported fails the suite.
 """
 
 from __future__ import annotations
@@ -18,18 +22,34 @@ from typing import Any
 
 import pytest
 
-from trading_assets.core.ports import Broker, OrderRequest, Side
+from trading_assets.core.ports import Broker, Order, OrderRequest, Side
 
 BROKERS = ("paper", "alpaca", "ig", "tradovate")
+FILLS_LATER = ("alpaca", "tradovate")  # venues whose fake can fill after the POST
 
-# Which broker has which concept; a missing one is skipped with this reason.
+# Which broker lacks which concept, and why (cases needing it are not generated for it).
 NOT_APPLICABLE = {
     ("paper", "session"): "the paper broker has no session to expire",
     ("paper", "rate_limit"): "the paper broker has no server to rate-limit it",
     ("paper", "timeout"): "the paper broker has no network: an order call cannot time out",
+    ("paper", "fill_steps"): "the paper broker fills at the decision price inside the call",
     ("alpaca", "session"): "Alpaca authenticates each call with API keys; there is no "
                            "session to renew (a revoked key is covered by test_revoked_alpaca_keys_...)",
+    ("ig", "fill_steps"): "IG OTC deals fill or reject at once; only the confirmation lags",
 }
+
+
+def brokers_with(*concepts: str, fills_later: bool = True) -> list[Any]:
+    """Harness params for the brokers that have every concept in `concepts` (with the
+    fills-later variants unless `fills_later=False`), for `indirect` parametrisation."""
+    params = []
+    for kind in BROKERS:
+        if any((kind, c) in NOT_APPLICABLE for c in concepts):
+            continue
+        params.append(pytest.param((kind, False), id=kind))
+        if fills_later and kind in FILLS_LATER:
+            params.append(pytest.param((kind, True), id=f"{kind}-fills-later"))
+    return params
 
 
 @dataclass
@@ -43,12 +63,6 @@ class Harness:
     reject_reason: str = ""
     _paper_reject_qty: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
-
-    def require(self, concept: str) -> None:
-        """Skip the calling test if this broker has no such concept."""
-        reason = NOT_APPLICABLE.get((self.kind, concept))
-        if reason:
-            pytest.skip(reason)
 
     def order(self, coid: str, side: Side = Side.BUY, qty: float | None = None) -> OrderRequest:
         return OrderRequest(client_order_id=coid, symbol=self.symbol, side=side,
@@ -72,8 +86,30 @@ class Harness:
         self.fake.fault_reject_next(self.reject_reason)
         return self.order(coid), self.reject_reason
 
+    def fill_in_steps(self, fractions: list[float]) -> None:
+        """From now on orders fill after the POST, one part of them per market move."""
+        assert self.fake is not None, f"{self.kind} has no fake to fill later"
+        self.fake.fill_in_steps(fractions)
 
-def _paper(tmp_path) -> AbstractContextManager[Harness]:
+    def market_moves(self) -> None:
+        """The market trades once at the harness price (fills what can fill now)."""
+        if self.fake is not None:
+            self.fake.set_price(self.symbol, self.price)
+
+    def settle(self, order: Order, moves: int = 5) -> Order:
+        """The order once it is final: let the market move and poll, a bounded number of
+        times (an order may be accepted unfilled and fill later)."""
+        for _ in range(moves):
+            if order.status.is_final:
+                break
+            self.market_moves()
+            found = self.broker.get_order(order.client_order_id)
+            assert found is not None, f"{order.client_order_id} vanished at {self.kind}"
+            order = found
+        return order
+
+
+def _paper(tmp_path, fills_later: bool) -> AbstractContextManager[Harness]:
     from trading_assets.adapters.brokers.paper import PaperBroker
 
     @contextmanager
@@ -84,19 +120,21 @@ def _paper(tmp_path) -> AbstractContextManager[Harness]:
     return cm()
 
 
-def _alpaca(tmp_path) -> AbstractContextManager[Harness]:
+def _alpaca(tmp_path, fills_later: bool) -> AbstractContextManager[Harness]:
     from trading_assets_tests.fakes.alpaca import make_alpaca_under_test
 
     @contextmanager
     def cm() -> Iterator[Harness]:
         with make_alpaca_under_test() as (broker, fake):
             fake.set_price("AAPL", 190.0)
+            if fills_later:
+                fake.fill_in_steps([1.0])
             yield Harness("alpaca", broker, fake, "AAPL", 10, 190.0,
                           reject_reason="insufficient buying power")
     return cm()
 
 
-def _ig(tmp_path) -> AbstractContextManager[Harness]:
+def _ig(tmp_path, fills_later: bool) -> AbstractContextManager[Harness]:
     from trading_assets_tests.fakes.ig import make_ig_under_test
 
     @contextmanager
@@ -109,29 +147,28 @@ def _ig(tmp_path) -> AbstractContextManager[Harness]:
     return cm()
 
 
-def _tradovate(tmp_path) -> AbstractContextManager[Harness]:
+def _tradovate(tmp_path, fills_later: bool) -> AbstractContextManager[Harness]:
     from trading_assets_tests.fakes.tradovate import make_tradovate_under_test
 
     @contextmanager
     def cm() -> Iterator[Harness]:
         with make_tradovate_under_test() as (broker, fake):
             fake.set_price("MESZ6", 5850.25)
+            if fills_later:
+                fake.fill_in_steps([1.0])
             yield Harness("tradovate", broker, fake, "MESZ6", 1, 5850.25,
                           reject_reason="MaxPosLimitReached")
     return cm()
 
 
-FACTORIES: dict[str, Callable[[Any], AbstractContextManager[Harness]]] = {
+FACTORIES: dict[str, Callable[[Any, bool], AbstractContextManager[Harness]]] = {
     "paper": _paper, "alpaca": _alpaca, "ig": _ig, "tradovate": _tradovate,
 }
 
 
-@pytest.fixture(params=BROKERS)
+@pytest.fixture(params=brokers_with())
 def harness(request, tmp_path) -> Iterator[Harness]:
-    """The broker under test, wrapped in its harness (skipped if not importable yet)."""
-    try:
-        cm = FACTORIES[request.param](tmp_path)
-    except ImportError as exc:  # a broker whose factory has not landed yet
-        pytest.skip(f"{request.param} factory not available: {exc}")
-    with cm as h:
+    """The broker under test (a (kind, fills_later) param), wrapped in its harness."""
+    kind, fills_later = request.param
+    with FACTORIES[kind](tmp_path, fills_later) as h:
         yield h
