@@ -190,7 +190,8 @@ class FakeAlpaca(QuickStopServer):
         self.revoked = False
 
     def fault_rate_limit(self, times: int = 1) -> None:
-        """The next `times` requests answer 429 (alpaca-py retries 3 times on its own)."""
+        """The next `times` requests answer 429 (reads are retried 3 times by alpaca-py, the
+        order POST 3 times by AlpacaBroker after a lookup each)."""
         self.faults.add("rate_limit", times=times)
 
     def fault_server_error(self, times: int = 1, status: int = 500, after_accept: bool = False) -> None:
