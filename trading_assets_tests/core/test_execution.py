@@ -195,6 +195,6 @@ def test_intent_statuses_cover_every_broker_status_and_split_into_open_and_final
     from trading_assets.core.ports import FINAL_INTENT_STATUSES, OPEN_INTENT_STATUSES, IntentStatus, OrderStatus
 
     assert {IntentStatus.of(s) for s in OrderStatus} <= set(IntentStatus)
-    assert FINAL_INTENT_STATUSES == {"filled", "canceled", "rejected", "expired"}
-    assert OPEN_INTENT_STATUSES | FINAL_INTENT_STATUSES == set(IntentStatus)
+    assert {"filled", "canceled", "rejected", "expired"} == FINAL_INTENT_STATUSES
+    assert set(IntentStatus) == OPEN_INTENT_STATUSES | FINAL_INTENT_STATUSES
     assert {"planned", "submitting", "unknown", "partially_filled"} <= OPEN_INTENT_STATUSES
