@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import dagster as dg
 
-from trading_assets.adapters.brokers.safety import GuardedBroker, env_flag
+from trading_assets.adapters.safety import GuardedBroker, env_flag
 from trading_assets.core.ports import Broker, MarketData
 from trading_assets.defs.resources import (
     BrokerResource,
@@ -131,7 +131,7 @@ class AlpacaBrokerResource(_GuardedBrokerResource):
     def get(self) -> Broker:
         if (resolved := self._outside_run_copy()) is not None:
             return resolved.get()
-        from trading_assets.adapters.brokers.alpaca import AlpacaBroker
+        from trading_assets.adapters.alpaca.broker import AlpacaBroker
 
         broker = AlpacaBroker(self.api_key, self.secret_key, paper=self.paper,
                               url_override=self.url_override, timeout=self.timeout,
@@ -154,7 +154,7 @@ class IGBrokerResource(_GuardedBrokerResource):
     def get(self) -> Broker:
         if (resolved := self._outside_run_copy()) is not None:
             return resolved.get()
-        from trading_assets.adapters.brokers.ig import IGBroker
+        from trading_assets.adapters.ig.broker import IGBroker
 
         broker = IGBroker(self.username, self.password, self.api_key, acc_type=self.acc_type,
                           acc_number=self.acc_number, base_url=self.base_url,
@@ -181,7 +181,7 @@ class TradovateBrokerResource(_GuardedBrokerResource):
     def get(self) -> Broker:
         if (resolved := self._outside_run_copy()) is not None:
             return resolved.get()
-        from trading_assets.adapters.brokers.tradovate import TradovateBroker
+        from trading_assets.adapters.tradovate.broker import TradovateBroker
 
         broker = TradovateBroker(self.username, self.password, self.app_id, self.app_version,
                                  self.cid, self.sec, device_id=self.device_id,
@@ -207,7 +207,7 @@ class TwelveDataResource(HidesSecrets, MarketDataResource):
     def get(self) -> MarketData:
         if (resolved := self._outside_run_copy()) is not None:
             return resolved.get()
-        from trading_assets.adapters.market_data.twelve_data import BASE_URL, TwelveData
+        from trading_assets.adapters.twelve_data.market_data import BASE_URL, TwelveData
 
         return TwelveData(self.api_key, base_url=self.base_url or BASE_URL,
                           timeout=self.timeout, credits_per_minute=self.credits_per_minute,
@@ -224,7 +224,7 @@ class YFinanceResource(HidesSecrets, MarketDataResource):
     def get(self) -> MarketData:
         if (resolved := self._outside_run_copy()) is not None:
             return resolved.get()
-        from trading_assets.adapters.market_data.yfinance_provider import YFinanceProvider
+        from trading_assets.adapters.yfinance.market_data import YFinanceProvider
 
         return YFinanceProvider(tz_cache_dir=self.tz_cache_dir, timeout=self.timeout,
                                 auto_adjust=self.auto_adjust)
@@ -245,7 +245,7 @@ class AlpacaBarsResource(HidesSecrets, MarketDataResource):
     def get(self) -> MarketData:
         if (resolved := self._outside_run_copy()) is not None:
             return resolved.get()
-        from trading_assets.adapters.market_data.alpaca_bars import AlpacaBars
+        from trading_assets.adapters.alpaca.bars import AlpacaBars
 
         return AlpacaBars(self.api_key, self.secret_key, url_override=self.url_override,
                           feed=self.feed, timeout=self.timeout,
@@ -268,7 +268,7 @@ class IGPricesResource(HidesSecrets, MarketDataResource):
     def get(self) -> MarketData:
         if (resolved := self._outside_run_copy()) is not None:
             return resolved.get()
-        from trading_assets.adapters.market_data.ig_prices import IGPrices
+        from trading_assets.adapters.ig.prices import IGPrices
 
         return IGPrices(self.username, self.password, self.api_key, acc_type=self.acc_type,
                         acc_number=self.acc_number, base_url=self.base_url,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from trading_assets.adapters.brokers.paper import PaperBroker
-from trading_assets.adapters.brokers.safety import env_flag
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
-from trading_assets.adapters.market_data.replay import ReplayMarketData
+from trading_assets.adapters.paper.broker import PaperBroker
+from trading_assets.adapters.replay.market_data import ReplayMarketData
+from trading_assets.adapters.safety import env_flag
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
 from trading_assets.core.ports import Broker, Ledger, MarketData
 from trading_assets.defs.io_managers import LocalParquetIOManager
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_assets.adapters.market_data.alpaca_bars import AlpacaBars
+from trading_assets.adapters.alpaca.bars import AlpacaBars
 from trading_assets.core.bars import bar_problems
 from trading_assets.core.ports import MarketData, MarketDataError, RateLimited, UnknownSymbolError
 from trading_assets_tests.fakes.alpaca import API_KEY, SECRET_KEY, FakeAlpacaData

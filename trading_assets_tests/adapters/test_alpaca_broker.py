@@ -11,9 +11,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from trading_assets.adapters.brokers.alpaca import AlpacaBroker
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.adapters.alpaca.broker import AlpacaBroker
 from trading_assets.adapters.ratelimit import RateLimiter
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
 from trading_assets.core import calendar as nyse
 from trading_assets.core.execution import account_key, client_order_id, execute_plan
 from trading_assets.core.ports import (

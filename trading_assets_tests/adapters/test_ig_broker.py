@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from trading_assets.adapters.brokers.ig import IGBroker
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.adapters.ig.broker import IGBroker
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
 from trading_assets.core.execution import account_key, client_order_id, execute_plan
 from trading_assets.core.ports import (
     AmbiguousOrderError,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from trading_assets.adapters.brokers.ig import IGConnection
-from trading_assets.adapters.market_data.ig_prices import IGPrices, ig_resolution
+from trading_assets.adapters.ig.broker import IGConnection
+from trading_assets.adapters.ig.prices import IGPrices, ig_resolution
 from trading_assets.core.bars import bar_problems
 from trading_assets.core.ports import MarketData, RateLimited, UnknownSymbolError
 from trading_assets_tests.fakes.ig import FakeIG

@@ -18,8 +18,8 @@ import pytest
 import trading_ig.stream
 from lightstreamer.client import LightstreamerClient as RealLSClient
 
-from trading_assets.adapters.brokers.ig import IGConnection
-from trading_assets.adapters.brokers.ig_streaming import (
+from trading_assets.adapters.ig.broker import IGConnection
+from trading_assets.adapters.ig.streaming import (
     IGPriceStream,
     PriceStream,
     StreamingError,

@@ -3,7 +3,7 @@ client order id, a cash account that rejects what a real one would, persisted in
 
 import pytest
 
-from trading_assets.adapters.brokers.paper import PaperBroker
+from trading_assets.adapters.paper.broker import PaperBroker
 from trading_assets.core.ports import Broker, OrderRejected, OrderRequest, OrderStatus, Side
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_assets.adapters.market_data.replay import ReplayMarketData
+from trading_assets.adapters.replay.market_data import ReplayMarketData
 from trading_assets.core.bars import BAR_COLUMNS, bar_problems
 from trading_assets.core.ports import MarketData, MarketDataError, UnknownSymbolError
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from trading_assets.adapters.brokers.paper import PaperBroker
-from trading_assets.adapters.brokers.safety import GuardedBroker, env_flag, is_live_broker
-from trading_assets.adapters.brokers.tradovate import TradovateBroker
+from trading_assets.adapters.paper.broker import PaperBroker
+from trading_assets.adapters.safety import GuardedBroker, env_flag, is_live_broker
+from trading_assets.adapters.tradovate.broker import TradovateBroker
 from trading_assets.core.ports import (
     Broker,
     KillSwitchEngaged,

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
 from trading_assets.core.ports import EquitySnapshot, Ledger, OrderIntent, Side, Transaction
 
 NOW = datetime(2025, 11, 26, 15, 0, tzinfo=UTC)

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from trading_assets.adapters.brokers.tradovate import TradovateBroker
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
 from trading_assets.adapters.ratelimit import RateLimiter
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
+from trading_assets.adapters.tradovate.broker import TradovateBroker
 from trading_assets.core.execution import account_key, client_order_id, execute_plan
 from trading_assets.core.ports import (
     AmbiguousOrderError,

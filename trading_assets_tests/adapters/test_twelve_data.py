@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_assets.adapters.market_data.twelve_data import TwelveData
+from trading_assets.adapters.twelve_data.market_data import TwelveData
 from trading_assets.core.bars import bar_problems
 from trading_assets.core.ports import MarketData, MarketDataError, RateLimited, UnknownSymbolError
 from trading_assets_tests.fakes.clock import FakeTime

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from yfinance.data import YfData
 
-from trading_assets.adapters.market_data.yfinance_provider import YahooSession, YFinanceProvider
+from trading_assets.adapters.yfinance.market_data import YahooSession, YFinanceProvider
 from trading_assets.core.bars import bar_problems
 from trading_assets.core.ports import MarketData, MarketDataError, RateLimited, UnknownSymbolError
 from trading_assets_tests.fakes.yahoo import FakeYahoo

@@ -110,7 +110,7 @@ class Harness:
 
 
 def _paper(tmp_path, fills_later: bool) -> AbstractContextManager[Harness]:
-    from trading_assets.adapters.brokers.paper import PaperBroker
+    from trading_assets.adapters.paper.broker import PaperBroker
 
     @contextmanager
     def cm() -> Iterator[Harness]:

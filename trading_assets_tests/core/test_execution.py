@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from trading_assets.adapters.brokers.paper import PaperBroker
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.adapters.paper.broker import PaperBroker
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
 from trading_assets.core.execution import (
     client_order_id,
     ensure_baseline,

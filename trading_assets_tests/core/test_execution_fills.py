@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
 from trading_assets.core.execution import (
     account_key,
     client_order_id,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_assets.adapters.market_data.replay import ReplayMarketData
+from trading_assets.adapters.replay.market_data import ReplayMarketData
 from trading_assets.core.bars import normalise_bars
 from trading_assets.core.strategies import knn_forecast as knn
 from trading_assets.core.strategies.knn_backtest import (

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from trading_assets.adapters.brokers.paper import PaperBroker
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.adapters.paper.broker import PaperBroker
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
 from trading_assets.core.ports import KillSwitchEngaged, OrderRequest, Side
 from trading_assets.core.tick import PlannedOrder, PositionDrift, TickPlan, TickState, run_tick, settle_equity
 

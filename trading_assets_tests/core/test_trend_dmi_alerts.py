@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_assets.adapters.market_data.replay import ReplayMarketData
+from trading_assets.adapters.replay.market_data import ReplayMarketData
 from trading_assets.core.backtest import BacktestConfig, PricePanels, backtest
 from trading_assets.core.indicators import dmi
 from trading_assets.core.strategies import trend_dmi_alerts as proxy

@@ -3,8 +3,8 @@
 import dagster as dg
 import pytest
 
-from trading_assets.adapters.brokers.paper import PaperBroker
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.adapters.paper.broker import PaperBroker
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
 from trading_assets.defs.ema_concentration import assets as flow
 from trading_assets.defs.resources import local_resources
 

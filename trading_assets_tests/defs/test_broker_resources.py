@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
 
-from trading_assets.adapters.brokers.safety import GuardedBroker
+from trading_assets.adapters.safety import GuardedBroker
 from trading_assets.core.ports import (
     Broker,
     KillSwitchEngaged,

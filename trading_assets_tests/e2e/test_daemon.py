@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from trading_assets.adapters.brokers.paper import PaperBroker
-from trading_assets.adapters.ledger.sqlite import SqliteLedger
+from trading_assets.adapters.paper.broker import PaperBroker
+from trading_assets.adapters.sqlite.ledger import SqliteLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -938,7 +938,7 @@ def make_alpaca_under_test(
     for loopback on a busy machine), so a timeout-after-accept test costs about a second;
     the fake's slow answer comes 2 s after the client has given up.
     """
-    from trading_assets.adapters.brokers.alpaca import AlpacaBroker
+    from trading_assets.adapters.alpaca.broker import AlpacaBroker
 
     fake = FakeAlpaca(cash=cash, slow_answer_seconds=timeout + 2.0, **fake_kw)
     fake.start()

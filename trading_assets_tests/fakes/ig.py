@@ -622,7 +622,7 @@ def make_ig_under_test(**fake_kw: Any) -> Iterator[tuple[Any, FakeIG]]:
     scripted 403s are waited out, five or more in a row surface as `RateLimited`.
     Quote an epic with `fake.set_price(epic, price)` before trading it.
     """
-    from trading_assets.adapters.brokers.ig import IGBroker
+    from trading_assets.adapters.ig.broker import IGBroker
 
     fake = FakeIG(**fake_kw).start()
     try:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from trading_assets.adapters.brokers.tradovate import TradovateBroker
+from trading_assets.adapters.tradovate.broker import TradovateBroker
 from trading_assets_tests.fakes.base import FakeServer, Request, Response, route
 
 FAKE_USERNAME = "tv-demo-user"

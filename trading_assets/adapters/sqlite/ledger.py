@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trading_assets.adapters.sqlite_util import ensure_schema, reading, transaction
+from trading_assets.adapters.sqlite.util import ensure_schema, reading, transaction
 from trading_assets.core.ports import OPEN_INTENT_STATUSES, EquitySnapshot, IntentStatus, OrderIntent, Side, Transaction
 
 _SCHEMA = """

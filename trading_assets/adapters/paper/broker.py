@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trading_assets.adapters.sqlite_util import ensure_schema, reading, transaction
+from trading_assets.adapters.sqlite.util import ensure_schema, reading, transaction
 from trading_assets.core.execution import flatten_request
 from trading_assets.core.ports import (
     Account,

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from trading_assets.adapters.brokers.ig import IGConnection
+from trading_assets.adapters.ig.broker import IGConnection
 from trading_assets.core.bars import empty_bars, normalise_bars
 from trading_assets.core.ports import (
     BrokerError,

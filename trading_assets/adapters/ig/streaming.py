@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 from lightstreamer.client import ClientListener, Subscription, SubscriptionListener
 from trading_ig import IGStreamService
 
-from trading_assets.adapters.brokers.ig import IGConnection
+from trading_assets.adapters.ig.broker import IGConnection
 from trading_assets.core.ports import BrokerError
 
 logger = logging.getLogger(__name__)

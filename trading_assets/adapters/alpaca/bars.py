@@ -26,7 +26,7 @@ from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
-from trading_assets.adapters.brokers.alpaca import PacedSession
+from trading_assets.adapters.alpaca.broker import PacedSession
 from trading_assets.adapters.ratelimit import RateLimiter
 from trading_assets.core.bars import empty_bars, normalise_bars
 from trading_assets.core.ports import MarketDataError, RateLimited, UnknownSymbolError

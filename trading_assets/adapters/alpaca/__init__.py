@@ -1,0 +1,1 @@
+"""Alpaca (US equities): the broker over alpaca-py's TradingClient and its stock bars."""

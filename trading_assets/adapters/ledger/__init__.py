@@ -1,1 +1,0 @@
-"""Ledgers behind `trading_assets.core.ports.Ledger`: SQLite (embedded), DynamoDB."""

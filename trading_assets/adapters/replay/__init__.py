@@ -1,0 +1,1 @@
+"""Offline market data replayed from the bundled real return tapes (the default)."""

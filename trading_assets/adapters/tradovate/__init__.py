@@ -1,0 +1,1 @@
+"""Tradovate (futures): the broker over Tradovate's REST API."""

@@ -1,0 +1,1 @@
+"""Twelve Data bars over its REST API."""

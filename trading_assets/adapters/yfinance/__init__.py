@@ -1,0 +1,1 @@
+"""Yahoo Finance bars through yfinance (no credentials)."""
