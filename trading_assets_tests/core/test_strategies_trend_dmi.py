@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trading_assets.adapters.tradingview.alerts import parse_tradingview_alert
 from trading_assets.core.ports import Side
 from trading_assets.core.strategies.trend_dmi import (
     Action,
@@ -21,7 +22,6 @@ from trading_assets.core.strategies.trend_dmi import (
     TrendFlip,
     TrendState,
     apply,
-    parse_tradingview_alert,
 )
 
 T0 = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""TradingView: the alert bodies its webhooks post, parsed into strategy events."""
