@@ -4,90 +4,372 @@ Runs the main job, the EMA concentration flow, over every 30-minute tick of the 
 recent completed NYSE session on the embedded default (replay data, paper broker, SQLite
 ledger), through the real Dagster job and the local instance, so the runs appear in the
 UI afterwards (`make dev`).
+
+Before each tick it cleans up runs whose process is gone (a killed `make run`): they are
+marked failed and their `broker_api` slot is freed, so the tick does not wait for a slot
+nobody will release (see run_health.py). A wait for a slot held by a live run is bounded
+by `--pool-wait`, reported, and stopped by Ctrl-C or SIGTERM (see pool_wait.py).
+
+Exit codes: 0 every tick succeeded; 1 a tick failed; 2 bad arguments or settings (nothing
+ran, nothing written); 3 gave up waiting for a pool slot; 128+N stopped by signal N (130
+Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
-from datetime import date
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from trading_assets.core import calendar
 
+if TYPE_CHECKING:
+    import dagster as dg
+    import pandas as pd
+    from dagster._utils.error import SerializableErrorInfo
+
 JOB = "ema_concentration_job"
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Failures are summarised one line per tick; --verbose shows Dagster's log with tracebacks.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_POOL_WAIT = 0, 1, 2, 3
+DEFAULT_POOL_WAIT_SECONDS = 120.0  # a healthy run holds broker_api for seconds; calls time out at 10 s
+TICK_EXAMPLE = "2025-11-18-12:30"
+_INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
-def _metadata(result, node: str, key: str):
+class UsageError(Exception):
+    """A bad argument or setting: one line on stderr, exit 2, nothing run."""
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM outside a Dagster run (inside one, Dagster handles them)."""
+
+    def __init__(self, signo: int) -> None:
+        super().__init__(signal.Signals(signo).name)
+        self.signo = signo
+
+
+def _raise_stopped(signo: int, _frame: object) -> NoReturn:
+    raise Stopped(signo)
+
+
+def _note(line: str) -> None:
+    print(f"trading_assets: {line}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def _previous_session(day: date) -> date | None:
+    first, _ = calendar.calendar_bounds()
+    earlier = calendar.sessions_between(max(first, date.fromordinal(day.toordinal() - 10)),
+                                        date.fromordinal(day.toordinal() - 1))
+    return earlier[-1] if earlier else None
+
+
+def _check_day(day: date, what: str, clock: str | None = None) -> None:
+    """UsageError unless `day` is an NYSE session inside the exchange calendar; the hint
+    names the previous session (its bar at `clock` for a tick, if it has one)."""
+    first, last = calendar.calendar_bounds()
+    if not first <= day <= last:
+        raise UsageError(f"{what}: {day} is beyond the exchange calendar ({first}..{last}); "
+                         "pick a session date in that range")
+    reason = calendar.closed_reason(day)
+    if reason:
+        previous = _previous_session(day)
+        hint = ""
+        if previous is not None and clock is None:
+            hint = f", e.g. the previous session --day {previous}"
+        elif previous is not None:
+            clocks = [s.strftime("%H:%M") for s in calendar.session_bar_starts(previous)]
+            hint = f", e.g. the previous session's --tick {previous}-{clock if clock in clocks else clocks[0]}"
+        raise UsageError(f"{what}: {reason}, the market is closed; pick a trading day{hint}")
+
+
+def _check_tick(key: str) -> date:
+    """The session day of tick `key`; UsageError naming the problem unless it is one of
+    the flow's partitions (a regular-hours NYSE bar that has closed)."""
+    from trading_assets.defs.partitions import PARTITION_FMT, PARTITIONS_START, market_bars_30m
+
+    what = f"--tick {key}"
+    try:
+        moment = datetime.strptime(key, PARTITION_FMT)
+    except ValueError:
+        raise UsageError(f"{what}: not a tick; write the bar's start in New York time as YYYY-MM-DD-HH:MM, "
+                         f"e.g. --tick {TICK_EXAMPLE}") from None
+    _check_day(moment.date(), what, f"{moment:%H:%M}")
+    starts = calendar.session_bar_starts(moment.date())
+    if moment.strftime("%H:%M") not in {s.strftime("%H:%M") for s in starts}:
+        _, close = calendar.session_open_close(moment.date())
+        raise UsageError(f"{what}: no bar starts at {moment:%H:%M} on {moment.date()}; its bars start at "
+                         f"{starts[0]:%H:%M}..{starts[-1]:%H:%M} every {calendar.BAR_MINUTES} minutes "
+                         f"(close {close:%H:%M} New York)")
+    if not market_bars_30m.has_partition_key(key):
+        if key < PARTITIONS_START:
+            raise UsageError(f"{what}: before the flow's first tick {PARTITIONS_START}; pick a later bar")
+        latest = market_bars_30m.get_last_partition_key()
+        raise UsageError(f"{what}: this bar has not closed yet; the latest closed bar is {latest}")
+    return moment.date()
+
+
+def plan_ticks(day: date | None, ticks: list[str] | None) -> tuple[list[date], list[str]]:
+    """The session days and partition keys to run, validated (UsageError otherwise).
+
+    No arguments: the most recent completed session. `--tick` alone: those ticks, on
+    their own days. `--day` with `--tick`: the ticks must be on that day."""
+    from trading_assets.defs.partitions import PARTITIONS_START, session_partition_keys
+
+    if ticks:
+        keys = list(dict.fromkeys(ticks))
+        days = sorted({_check_tick(k) for k in keys})
+        if day is not None and days != [day]:
+            other = next(k for k in keys if _check_tick(k) != day)
+            raise UsageError(f"--tick {other} is not on --day {day}; drop --day or pick ticks of that day")
+        return days, keys
+    day = day or calendar.last_completed_session()
+    _check_day(day, f"--day {day}")
+    keys = session_partition_keys(day)
+    if keys[0] < PARTITIONS_START:
+        raise UsageError(f"--day {day}: before the flow's first tick {PARTITIONS_START}; pick a later day")
+    try:
+        _check_tick(keys[-1])  # a session that has not closed yet has no partition for its last bar
+    except UsageError:
+        raise UsageError(f"--day {day}: this session has not closed yet; pick an earlier day, or --tick "
+                         "for the bars that have closed") from None
+    return [day], keys
+
+
+def _trading_env() -> str:
+    from trading_assets.defs.resources import trading_env
+
+    try:
+        return trading_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-11-18") from None
+
+
+def _parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (its default prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message}; see `python -m trading_assets run --help`\n")
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _metadata(result: dg.ExecuteInProcessResult, node: str, key: str) -> Any:
     mats = result.asset_materializations_for_node(node)
     return mats[0].metadata[key].value if mats and key in mats[0].metadata else None
 
 
-def run(day: date | None, keys: list[str] | None = None) -> int:
+def _one_line(error: SerializableErrorInfo) -> str:
+    cls = error.cls_name or "Error"
+    text = " ".join(error.message.split())
+    head, sep, rest = text.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == cls:
+        text = rest  # SerializableErrorInfo.message is "module.Class: message"
+    elif text.rsplit(".", 1)[-1] == cls:
+        text = ""
+    if cls == "Failure" and text:
+        return text  # dg.Failure: the asset's own description
+    return f"{cls}: {text}" if text else cls
+
+
+def root_cause(error: SerializableErrorInfo) -> str:
+    """What went wrong, on one line: the first exception in the chain that is not one of
+    Dagster's wrappers (DagsterExecutionStepExecutionError wraps a step's exception with
+    `raise ... from`), plus the innermost cause when that message does not name it.
+
+    `cause` is followed all the way; `context` only out of Dagster's wrappers, since an
+    implicit context is usually what the code was handling, not why it failed."""
+    chain = [error]
+    while True:
+        last = chain[-1]
+        inner = last.cause or (last.context if (last.cls_name or "").startswith("Dagster") else None)
+        if inner is None:
+            break
+        chain.append(inner)
+    own = next((e for e in chain if not (e.cls_name or "").startswith("Dagster")), chain[-1])
+    line = _one_line(own)
+    innermost = chain[-1]
+    if innermost is not own and (innermost.cls_name or "") not in line:
+        line += f" (caused by {_one_line(innermost)})"
+    return line
+
+
+def _failure_errors(result: dg.ExecuteInProcessResult) -> list[SerializableErrorInfo]:
+    """Step failures first, then the run's own failure (e.g. a pool wait that gave up)."""
+    errors = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
+    errors += [e.job_failure_data.error for e in result.all_events if e.is_run_failure]
+    return [e for e in errors if e is not None]
+
+
+def _chain(error: SerializableErrorInfo | None) -> list[str]:
+    names = []
+    while error is not None:
+        names.append(error.cls_name or "")
+        error = error.cause or error.context
+    return names
+
+
+def _describe_orders(orders: pd.DataFrame, result: dg.ExecuteInProcessResult) -> tuple[str, list[str]]:
+    """The orders cell, and one line per rejected order with the broker's reason."""
+    cells, rejections = [], []
+    for r in orders.itertuples():
+        cells.append(f"{r.side} {r.qty:g} {r.symbol} {r.status}")
+        if r.status == "rejected":
+            rejections.append(f"rejected by the broker: {r.side} {r.qty:g} {r.symbol}: "
+                              f"{r.reason or 'no reason given'}")
+    described = ", ".join(cells) or "-"
+    placed = _metadata(result, "ema_concentration__orders", "placed_this_run") or 0
+    at_broker = _metadata(result, "ema_concentration__orders", "already_at_broker") or 0
+    if not placed and at_broker and any(r.status != "rejected" for r in orders.itertuples()):
+        described += " (already placed)"
+    return described, rejections
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_POOL_WAIT_SECONDS,
+        verbose: bool = False) -> int:
     import dagster as dg
 
     from trading_assets.definitions import defs
-    from trading_assets.defs.partitions import session_partition_keys
-    from trading_assets.defs.resources import data_dir, trading_env
+    from trading_assets.defs.resources import data_dir
+    from trading_assets.pool_wait import PoolWait, bounded_pool_waits
+    from trading_assets.run_health import owner_tag, reap_dead_runs
 
-    day = day or calendar.last_completed_session()
-    keys = keys or session_partition_keys(day)
-    env = trading_env()
+    try:
+        job = defs().resolve_job_def(JOB)
+    except Exception as exc:
+        setting = exc
+        while setting.__cause__ is not None and isinstance(setting.__cause__, Exception):
+            setting = setting.__cause__
+        if not isinstance(setting, ValueError):
+            raise  # a bug, not a setting: keep the traceback
+        # A bad setting read while building the resources (TRADING_BROKER_<FLOW>, *_BASE_URL).
+        raise UsageError(f"cannot load the flows: {' '.join(str(setting).split())}") from None
     home = os.environ.get("DAGSTER_HOME")
     instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()
-    job = defs().resolve_job_def(JOB)
-    print(f"trading_assets: {JOB} on {day} ({len(keys)} ticks), TRADING_ENV={env}")
+
+    def reap(inst: dg.DagsterInstance) -> int:
+        reaped = reap_dead_runs(inst, by="python -m trading_assets run")
+        for r in reaped:
+            tick = f"tick {r.partition} " if r.partition else ""
+            done = "marked it failed and freed its slots" if r.marked_failed else "freed its slots"
+            _note(f"the process of {tick}run {r.run_id[:8]} ({r.owner.describe()}) is gone (killed or "
+                  f"crashed); {done}. Rerun that tick to finish it.")
+        return len(reaped)
+
+    on = ", ".join(str(d) for d in days)
+    print(f"trading_assets: {JOB} on {on} ({len(keys)} ticks), TRADING_ENV={env}")
     print(f"{'tick (New York)':<18} {'signal':<9} {'price':>9}  {'orders':<44} {'equity':>12}")
     started = time.perf_counter()
-    failures = 0
-    for key in keys:
-        result = job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET_LOGS,
-                                        raise_on_error=False)
-        if not result.success:
-            failures += 1
-            failure = next((e for e in result.all_events if e.is_failure), None)
-            message = failure.event_specific_data.error.message.strip() if failure is not None and getattr(
-                failure.event_specific_data, "error", None) else "see the run in the UI"
-            print(f"{key:<18} FAILED: {message.splitlines()[0][:100]}")
-            continue
-        signal = _metadata(result, "ema_concentration__signals", "target_signal")
-        price = _metadata(result, "ema_concentration__indicators", "target_price")
-        orders = result.output_for_node("ema_concentration__orders")
-        described = ", ".join(
-            f"{r.side} {r.qty:g} {r.symbol} {r.status}" for r in orders.itertuples()
-        ) or "-"
-        placed = _metadata(result, "ema_concentration__orders", "placed_this_run")
-        if len(orders) and not placed:
-            described += " (already placed)"
-        equity = _metadata(result, "ema_concentration__equity", "equity")
-        print(f"{key:<18} {signal:<9} {price:>9.2f}  {described[:44]:<44} {equity:>12,.2f}")
+    failures, done, code = 0, 0, EXIT_OK
+    policy = PoolWait(timeout=pool_wait, reap=reap, report=_note)
+    with bounded_pool_waits(policy):
+        for key in keys:
+            reap(instance)
+            policy.reset()
+            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                            run_config=VERBOSE_LOGS if verbose else QUIET_LOGS, tags=owner_tag())
+            done += 1
+            if not result.success:
+                failures += 1
+                errors = _failure_errors(result)
+                cause = root_cause(errors[0]) if errors else f"see run {result.run_id[:8]} in the UI (make dev)"
+                interrupted = policy.outcome not in (None, "timeout") or any(
+                    name in _INTERRUPTS for e in errors for name in _chain(e))
+                print(f"{key:<18} {'STOPPED' if interrupted else 'FAILED'}: {cause}", flush=True)
+                if policy.outcome == "timeout":
+                    _note(f"error: tick {key} gave up after {policy.waited:.0f} s waiting for pool broker_api, "
+                          f"held by {policy.detail}. That run is alive: let it finish and rerun this tick, or "
+                          "stop its process (a dead holder is cleaned up automatically); --pool-wait SECONDS "
+                          "waits longer. Its run is marked failed and holds no slot.")
+                    code = EXIT_POOL_WAIT
+                    break
+                if interrupted:
+                    name = policy.outcome if policy.outcome not in (None, "timeout") else "an interrupt"
+                    _note(f"stopped by {name} during tick {key}; its run is marked failed and holds no slot. "
+                          "Rerun the tick to finish it (orders are never placed twice).")
+                    signo = signal.Signals[name] if name in signal.Signals.__members__ else signal.SIGINT
+                    code = 128 + int(signo)
+                    break
+                continue
+            signal_name = _metadata(result, "ema_concentration__signals", "target_signal")
+            price = _metadata(result, "ema_concentration__indicators", "target_price")
+            described, rejections = _describe_orders(result.output_for_node("ema_concentration__orders"), result)
+            equity = _metadata(result, "ema_concentration__equity", "equity")
+            print(f"{key:<18} {signal_name:<9} {price:>9.2f}  {described[:44]:<44} {equity:>12,.2f}")
+            for line in rejections:
+                print(f"{'':<18} {line}")
     elapsed = time.perf_counter() - started
     base = data_dir()
-    print(f"\n{len(keys) - failures}/{len(keys)} ticks succeeded in {elapsed:.1f}s.")
+    skipped = f" ({len(keys) - done} not run)" if done < len(keys) else ""
+    print(f"\n{done - failures}/{len(keys)} ticks succeeded in {elapsed:.1f}s{skipped}.")
+    if failures and not verbose:
+        print("Tracebacks: the failed runs in the UI (make dev), or rerun with --verbose.")
     print("Results:")
     print(f"  ledger (intents, transactions, equity): {base / 'ledger.sqlite'}")
     print(f"  paper broker account:                   {base / 'paper_ema_concentration.sqlite'}")
     print(f"  asset files (Parquet per tick):          {base / 'assets'}")
     print(f"  Dagster runs and events:                 {home or '(ephemeral instance)'}")
     print("  Browse lineage, runs and metadata:       make dev  ->  http://127.0.0.1:3000")
-    return 1 if failures else 0
+    if code != EXIT_OK:
+        return code
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trading_assets")
+    parser = _Parser(prog="python -m trading_assets")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the EMA concentration flow over one session's ticks")
-    p_run.add_argument("--day", type=date.fromisoformat, default=None,
-                       help="session date (default: the most recent completed NYSE session)")
+    p_run.add_argument("--day", type=_parse_day, default=None,
+                       help="session date (default: the most recent completed NYSE session, "
+                            "or the day of the --tick ticks)")
     p_run.add_argument("--tick", action="append", dest="ticks", default=None,
-                       help="only these partition keys, e.g. 2025-11-26-10:00 (repeatable)")
+                       help=f"only these partition keys, e.g. {TICK_EXAMPLE} (repeatable)")
+    p_run.add_argument("--pool-wait", type=_parse_seconds, default=DEFAULT_POOL_WAIT_SECONDS, metavar="SECONDS",
+                       help="how long a tick may wait for the broker_api slot while another live run holds "
+                            f"it, then exit 3 (default {DEFAULT_POOL_WAIT_SECONDS:.0f}; 0: do not wait). "
+                            "A slot held by a dead run is freed at once.")
+    p_run.add_argument("--verbose", action="store_true", help="show Dagster's warnings and errors with tracebacks")
     args = parser.parse_args(argv)
-    if args.command == "run":
-        if args.day is not None and calendar.closed_reason(args.day):
-            print(f"error: {calendar.closed_reason(args.day)}; pick a trading day", file=sys.stderr)
-            return 2
-        return run(args.day, args.ticks)
-    return 2
-
+    for signo in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signo, _raise_stopped)
+    try:
+        if args.command == "run":
+            env = _trading_env()
+            days, keys = plan_ticks(args.day, args.ticks)
+            return run(days, keys, env, args.pool_wait, args.verbose)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Stopped as exc:
+        _note(f"stopped by {exc} between ticks (no run was in progress)")
+        return 128 + exc.signo
