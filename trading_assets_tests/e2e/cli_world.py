@@ -36,10 +36,11 @@ class World:
     env: dict[str, str]
     fake: FakeAlpaca
 
-    def cli(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        """Run the CLI to the end (killed after `timeout` seconds)."""
-        return subprocess.run([sys.executable, "-m", "trading_assets", "run", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+    def cli(self, *args: str, timeout: float = 90, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI to the end (killed after `timeout` seconds), `env` added to the world's."""
+        return subprocess.run([sys.executable, "-m", "trading_assets", "run", *args], cwd=ROOT,
+                              env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
     def start_cli(self, *args: str, stderr: Path | None = None) -> subprocess.Popen[str]:
         """Start the CLI; its stderr goes to `stderr` (a file a test can poll) or is dropped."""
@@ -65,8 +66,9 @@ class World:
 
 
 @contextmanager
-def alpaca_world(base: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    """A fresh instance and data dir under `base`, the flow's broker a started FakeAlpaca.
+def alpaca_world(base: Path, monkeypatch: pytest.MonkeyPatch, broker: str = "alpaca") -> Iterator[World]:
+    """A fresh instance and data dir under `base`, the flow's broker a started FakeAlpaca
+    (`broker="paper"`: the default paper broker; the fake is still started, unused).
 
     DAGSTER_HOME is set in this process too: dagster.yaml reads it."""
     home, data = base / "dagster_home", base / "data"
@@ -79,6 +81,8 @@ def alpaca_world(base: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]
     env = {**os.environ, "DAGSTER_HOME": str(home), "TRADING_DATA_DIR": str(data), "TRADING_ENV": "local",
            "TRADING_BROKER_EMA_CONCENTRATION": "alpaca", "ALPACA_API_KEY": API_KEY,
            "ALPACA_SECRET_KEY": SECRET_KEY, "ALPACA_BASE_URL": fake.url, "DAGSTER_TELEMETRY_ENABLED": "false"}
+    if broker == "paper":
+        env.pop("TRADING_BROKER_EMA_CONCENTRATION")
     with dg.DagsterInstance.from_config(str(home)):
         pass  # create the SQLite storages once, before processes race to migrate them
     try:
