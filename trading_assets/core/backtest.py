@@ -40,7 +40,13 @@ The rules (the reference loop in the tests spells out the same rules independent
 Stats: total return, CAGR (calendar time between the first and last bar), Sharpe
 (per-bar returns, annualised by the observed bars per year, zero risk-free rate), max
 drawdown (negative fraction), win rate and trade count (closed trades only), exposure
-(share of bars with at least one open position).
+(share of bars with at least one open position). On a window under 30 days the two
+annualised figures come with a warning (`annualised_warning`).
+
+Every flow's backtest is the same two steps: its strategy module's
+`backtest_signals(bars, params, start=..., end=...)` returns `BacktestSignals` (prices,
+signal, its own brackets and the rules it fixes), and `run_backtest(signals, costs)`
+simulates them with the user's cash and costs.
 """
 
 from __future__ import annotations
@@ -48,18 +54,16 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from trading_assets.core import _backtest_kernels as k
-from trading_assets.core import calendar
 from trading_assets.core.bars import panel
-from trading_assets.core.indicators import ema
-from trading_assets.core.strategies import ema_concentration as ema_strategy
 
 FillMode = Literal["next_open", "close"]
 SizeMode = Literal["fraction", "shares"]
@@ -368,8 +372,7 @@ def compute_stats(
     start_value = float(init_cash)
     end_value = float(values[-1]) if len(values) else start_value
     total_return = end_value / start_value - 1.0
-    index = pd.DatetimeIndex(equity.index)
-    years = (index[-1] - index[0]).total_seconds() / (365.25 * 86400) if len(index) > 1 else 0.0
+    years = window_days(pd.DatetimeIndex(equity.index)) / 365.25
     cagr = float("nan")
     if years > 0 and end_value > 0:
         # exp/log form: annualising a big return over hours overflows `**`; report inf.
@@ -406,11 +409,21 @@ def compute_stats(
 
 
 _PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "exposure"}
+_MONEY = {"start_value", "end_value", "total_commission"}
+MIN_ANNUALISED_DAYS = 30.0
 
 
-def stats_markdown(stats: dict[str, float]) -> str:
-    """Stats as a markdown table: percentages for ratios, counts as integers."""
-    lines = ["| stat | value |", "|---|---|"]
+def stats_markdown(
+    stats: Mapping[str, float],
+    *,
+    currency: str | None = None,
+    notes: Mapping[str, str] | None = None,
+) -> str:
+    """Stats as a markdown table: percentages for ratios, counts as integers, money to the
+    cent (with `currency` after it when given). `notes` adds a third column saying what a
+    stat means, for readers who do not know the definitions by heart."""
+    header = "| stat | value |" + (" note |" if notes is not None else "")
+    lines = [header, "|---|---|" + ("---|" if notes is not None else "")]
     for key, value in stats.items():
         if value != value:
             text = "n/a"
@@ -420,10 +433,32 @@ def stats_markdown(stats: dict[str, float]) -> str:
             text = f"{int(value)}"
         elif key == "sharpe":
             text = f"{value:.2f}"
+        elif key in _MONEY and currency:
+            text = f"{value:,.2f} {currency}"
         else:
             text = f"{value:,.2f}"
-        lines.append(f"| {key} | {text} |")
+        row = f"| {key} | {text} |"
+        if notes is not None:
+            row += f" {notes.get(key, '')} |"
+        lines.append(row)
     return "\n".join(lines)
+
+
+def window_days(index: pd.Index) -> float:
+    """Calendar days from the first to the last bar: the time CAGR and Sharpe annualise."""
+    if len(index) < 2:
+        return 0.0
+    return (index[-1] - index[0]).total_seconds() / 86_400.0
+
+
+def annualised_warning(index: pd.Index, min_days: float = MIN_ANNUALISED_DAYS) -> str | None:
+    """Why CAGR and Sharpe should not be read as yearly figures, on a window too short to
+    say anything about a year (None when the window is long enough)."""
+    days = window_days(index)
+    if days >= min_days:
+        return None
+    return (f"CAGR and Sharpe are annualised from {days:.1f} days of bars (less than {min_days:g}): "
+            "they extrapolate a few days to a year and say little about it")
 
 
 def config_dict(config: BacktestConfig) -> dict:
@@ -431,99 +466,69 @@ def config_dict(config: BacktestConfig) -> dict:
     return asdict(config)
 
 
-# ----------------------------------------------------------------------------- flows
 
 
-def ema_concentration_tick_signals(
-    bars: pd.DataFrame,
-    params: ema_strategy.Params,
-    ticks: pd.DatetimeIndex,
-    lookback_sessions: int = 8,
-) -> pd.Series:
-    """The target's signal at each tick, as the live flow computes it.
+# ----------------------------------------------------------------------------- strategies
 
-    At a tick (a 30-minute bar start) the live `bars` asset holds the target's bars from
-    the open of the `lookback_sessions`-th session back (that session included) up to
-    and including the tick's bar; `indicator_frame` takes hourly closes of that window
-    (the last hour partial, ending at the tick's close) and the EMAs of them. Here the
-    same functions run incrementally: `hourly_closes` once per session over the day's
-    window (its completed hours are the same at every tick of the day), then per tick
-    `ema` over those completed hours plus the tick's close, and `classify`. The EMA
-    window starts where the live one does, so it is seeded the same way.
+
+@dataclass(frozen=True)
+class CashAndCosts:
+    """The account side of a backtest, the same for every flow: the starting cash and what
+    trading costs (see the module docstring for how each is charged)."""
+
+    init_cash: float = 100_000.0
+    slippage_bps: float = 0.0
+    commission_bps: float = 0.0
+    commission_per_share: float = 0.0
+
+    @property
+    def round_trip_fraction(self) -> float:
+        """What an entry plus an exit cost as a fraction of the price: slippage and the
+        commission in bps, twice (a per-share commission depends on the price, so it is
+        charged on every fill but not counted here)."""
+        return 2.0 * (self.slippage_bps + self.commission_bps) / 10_000.0
+
+
+@dataclass(frozen=True)
+class BacktestSignals:
+    """A strategy's side of a backtest, in one shape for every flow.
+
+    `prices` are the bars traded over (warm-up bars left out), `signal` what to hold
+    after each bar (timestamp x symbol, +1/-1/0/NaN, see the module docstring),
+    `take_profit` / `stop_loss` the strategy's own bracket prices (absolute, on the bars
+    whose signal enters), `config` the trading rules the strategy fixes (fill, sizing,
+    shorts, holding period, re-entry); its cash and cost fields are replaced by the ones
+    `run_backtest` is given. `trade_tags` (columns entry_time, symbol and any others) are
+    joined onto the trades opened at that bar, e.g. the model that made the forecast;
+    `extra` is what else the strategy wants shown (signals, alert log, models...).
     """
-    target = bars[bars["symbol"] == params.target]
-    starts = pd.DatetimeIndex(target.index)
-    closes = target["close"].to_numpy(dtype="float64")
-    signals = np.empty(len(ticks), dtype=object)
-    local_days = pd.DatetimeIndex(ticks).tz_convert(calendar.TZ).date
-    for day in dict.fromkeys(local_days):
-        in_day = np.flatnonzero(local_days == day)
-        first = calendar.previous_sessions(day, lookback_sessions)[0]
-        lo = starts.searchsorted(calendar.session_open_close(first)[0].tz_convert("UTC"))
-        hi = starts.searchsorted(ticks[in_day[-1]], side="right")
-        hourly = ema_strategy.hourly_closes(target.iloc[lo:hi])[params.target]
-        hour_starts = pd.DatetimeIndex(hourly.index)
-        hour_values = hourly.to_numpy(dtype="float64")
-        for i in in_day:
-            tick = ticks[i]
-            price = closes[starts.get_loc(tick)]
-            # the hours before the one holding the tick, then the tick's close
-            done = hour_starts.searchsorted(tick, side="right") - 1
-            series = np.append(hour_values[:done], price)
-            fast = ema(series, params.fast)[-1]
-            slow = ema(series, params.slow)[-1]
-            signals[i] = ema_strategy.classify(price, fast, slow).value
-    return pd.Series(signals, index=ticks, name="signal")
+
+    prices: PricePanels
+    signal: pd.DataFrame
+    config: BacktestConfig
+    take_profit: pd.DataFrame | None = None
+    stop_loss: pd.DataFrame | None = None
+    trade_tags: pd.DataFrame | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-_EMA_SIGNAL_TO_POSITION = {
-    ema_strategy.Signal.BULLISH.value: 1.0,  # be long (no pyramiding when already long)
-    ema_strategy.Signal.BEARISH.value: 0.0,  # exit the target
-    ema_strategy.Signal.NEUTRAL.value: np.nan,  # no action
-    ema_strategy.Signal.NO_DATA.value: np.nan,
-}
-
-
-def ema_concentration_backtest(
-    bars: pd.DataFrame,
-    params: ema_strategy.Params | None = None,
-    *,
-    start: pd.Timestamp | None = None,
-    end: pd.Timestamp | None = None,
-    lookback_sessions: int = 8,
-    init_cash: float = 100_000.0,
-    slippage_bps: float = 0.0,
-    commission_per_share: float = 0.0,
-) -> BacktestResult:
-    """Backtest of seed 002 over 30-minute `bars`, matching the live flow tick for tick.
-
-    Ticks are the target's bars starting in [start, end); `bars` must also hold the
-    `lookback_sessions` before `start`. Like the live flow with the paper broker, each
-    tick decides at its close and fills at that close (plus slippage, commission per
-    share), buying floor(buying_power_fraction x cash / price) whole shares, long only.
-    The account starts in cash, so the "sell everything else" leg never has work to do.
-    """
-    params = params or ema_strategy.Params()
-    target = bars[bars["symbol"] == params.target]
-    if target.empty:
-        raise ValueError(f"no bars for the target {params.target}")
-    starts = pd.DatetimeIndex(target.index)
-    mask = np.ones(len(starts), dtype=bool)
-    if start is not None:
-        mask &= starts >= pd.Timestamp(start)
-    if end is not None:
-        mask &= starts < pd.Timestamp(end)
-    ticks = starts[mask]
-    if len(ticks) == 0:
-        raise ValueError(f"no {params.target} bars between {start} and {end}")
-    signals = ema_concentration_tick_signals(target, params, ticks, lookback_sessions)
-    prices = PricePanels.from_bars(target.loc[mask])
-    position = signals.map(_EMA_SIGNAL_TO_POSITION).astype("float64").to_frame(params.target)
-    config = BacktestConfig(
-        fill="close", init_cash=init_cash, size_mode="fraction",
-        size=params.buying_power_fraction, whole_shares=True, allow_short=False,
-        slippage_bps=slippage_bps, commission_per_share=commission_per_share,
-    )
-    result = backtest(prices, position, config)
-    result.extra["signals"] = signals
+def run_backtest(signals: BacktestSignals, costs: CashAndCosts = CashAndCosts()) -> BacktestResult:
+    """Simulate a strategy's signals with the given cash and costs (every flow's backtest)."""
+    config = replace(signals.config, **asdict(costs))
+    result = backtest(signals.prices, signals.signal, config,
+                      take_profit_price=signals.take_profit, stop_loss_price=signals.stop_loss)
+    if signals.trade_tags is not None:
+        result.trades = result.trades.merge(signals.trade_tags, on=["entry_time", "symbol"],
+                                            how="left", validate="many_to_one")
+    result.extra.update(signals.extra)
     return result
+
+
+def bars_between(bars: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None) -> pd.DataFrame:
+    """The rows of a bar frame starting in [start, end) (None: unbounded on that side)."""
+    mask = np.ones(len(bars), dtype=bool)
+    if start is not None:
+        mask &= bars.index >= pd.Timestamp(start)
+    if end is not None:
+        mask &= bars.index < pd.Timestamp(end)
+    return bars[mask]

@@ -522,7 +522,6 @@ def _session_bars(symbol: str, days: list[str], seed: int) -> pd.DataFrame:
 
 def test_ema_concentration_tick_signals_equal_the_strategy_on_each_live_window():
     from trading_assets.core import calendar
-    from trading_assets.core.backtest import ema_concentration_tick_signals
     from trading_assets.core.strategies import ema_concentration as strategy
 
     # includes the 2024-11-29 half day (7 bars) and the Thanksgiving holiday
@@ -532,7 +531,7 @@ def test_ema_concentration_tick_signals_equal_the_strategy_on_each_live_window()
     params = strategy.Params(fast=4, slow=9)
     lookback = 3
     ticks = bars.index[bars.index >= pd.Timestamp("2024-11-27", tz="UTC")]
-    got = ema_concentration_tick_signals(bars, params, ticks, lookback)
+    got = strategy.tick_signals(bars, params, ticks, lookback)
     expected = []
     for tick in ticks:  # what the live assets compute: the window, then the strategy
         first = calendar.previous_sessions(tick.tz_convert(calendar.TZ).date(), lookback)[0]
@@ -546,16 +545,17 @@ def test_ema_concentration_tick_signals_equal_the_strategy_on_each_live_window()
 
 def test_ema_concentration_backtest_buys_whole_shares_at_the_close_and_exits_when_bearish():
     from trading_assets.core import calendar
-    from trading_assets.core.backtest import ema_concentration_backtest
+    from trading_assets.core.backtest import CashAndCosts, run_backtest
     from trading_assets.core.strategies import ema_concentration as strategy
 
     days = [str(d) for d in calendar.sessions_between(pd.Timestamp("2024-11-15").date(),
                                                        pd.Timestamp("2024-12-06").date())]
     bars = _session_bars("TQQQ", days, seed=5)
     params = strategy.Params(fast=4, slow=9)
-    res = ema_concentration_backtest(bars, params, start=pd.Timestamp("2024-11-27", tz="UTC"),
-                                     lookback_sessions=3, init_cash=10_000.0, slippage_bps=10,
-                                     commission_per_share=0.01)
+    signals = strategy.backtest_signals(bars, params, start=pd.Timestamp("2024-11-27", tz="UTC"),
+                                        lookback_sessions=3)
+    res = run_backtest(signals, CashAndCosts(init_cash=10_000.0, slippage_bps=10,
+                                             commission_per_share=0.01))
     signals = res.extra["signals"]
     first = res.trades.iloc[0]
     close_at_entry = bars.loc[first["entry_time"], "close"]

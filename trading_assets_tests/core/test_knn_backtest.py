@@ -1,4 +1,4 @@
-"""Walk-forward backtest of seed 004: rolling retraining, gated forecasts, no look-ahead."""
+"""Walk-forward backtest of the knn_shadow flow: rolling retraining, gated forecasts, no look-ahead."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ import pandas as pd
 import pytest
 
 from trading_assets.adapters.replay.market_data import ReplayMarketData
+from trading_assets.core.backtest import CashAndCosts, run_backtest
 from trading_assets.core.bars import normalise_bars
 from trading_assets.core.strategies import knn_forecast as knn
 from trading_assets.core.strategies.knn_backtest import (
     NO_MODEL,
     PREDICTION_COLUMNS,
     WalkForwardParams,
-    knn_backtest,
+    backtest_signals,
     walk_forward,
     walk_forward_panel,
+    with_costs,
 )
 
 UTC = "UTC"
@@ -152,7 +154,8 @@ def test_bad_params_are_refused():
 
 @pytest.fixture(scope="module")
 def backtested(minute_bars):
-    return knn_backtest(minute_bars, PARAMS, start=TRADE_FROM, slippage_bps=0.5, commission_bps=0.1)
+    costs = CashAndCosts(slippage_bps=0.5, commission_bps=0.1)  # cost-aware edge, as the asset's default
+    return run_backtest(backtest_signals(minute_bars, with_costs(PARAMS, costs), start=TRADE_FROM), costs)
 
 
 def test_panel_walk_covers_every_symbol(backtested):
@@ -203,7 +206,7 @@ def test_a_learnable_pattern_makes_money():
     # the STOP sits 3x the forecast away: this path dips 1% before a 1% forecast comes true
     params = WalkForwardParams(model=knn.Params(max_mean_distance=0.5), train_bars=240,
                                stop_multiple=3.0, session_exits=False)
-    result = knn_backtest(bars, params, start=bars.index[300], size=0.01)
+    result = run_backtest(backtest_signals(bars, params, start=bars.index[300], size=0.01))
     stats = result.stats
     assert stats["trade_count"] > 30 and stats["win_rate"] > 0.95 and stats["total_return"] > 0.01
     assert result.extra["coverage"] == 1.0

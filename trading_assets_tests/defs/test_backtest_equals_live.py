@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from trading_assets.core import calendar
-from trading_assets.core.backtest import ema_concentration_backtest
-from trading_assets.core.strategies.ema_concentration import Params
+from trading_assets.core.backtest import CashAndCosts, run_backtest
+from trading_assets.core.strategies.ema_concentration import Params, backtest_signals
 from trading_assets.defs.ema_concentration import assets as flow
 from trading_assets.defs.partitions import PARTITION_FMT, bar_window, session_partition_keys
 from trading_assets.defs.resources import PaperBrokerResource, local_resources
@@ -50,10 +50,10 @@ def live_and_backtest(tmp_path_factory):
     first = calendar.previous_sessions(date(2025, 2, 12), settings.lookback_sessions)[0]
     fetch_from = calendar.session_open_close(first)[0].tz_convert("UTC")
     bars = resources["market_data"].get().get_bars([params.target], fetch_from, end, "30min")
-    result = ema_concentration_backtest(
-        bars, params, start=start, end=end, lookback_sessions=settings.lookback_sessions,
-        init_cash=CASH, slippage_bps=SLIPPAGE_BPS, commission_per_share=COMMISSION_PER_SHARE,
-    )
+    signals = backtest_signals(bars, params, start=start, end=end,
+                               lookback_sessions=settings.lookback_sessions)
+    result = run_backtest(signals, CashAndCosts(init_cash=CASH, slippage_bps=SLIPPAGE_BPS,
+                                                commission_per_share=COMMISSION_PER_SHARE))
     return fills, curve, broker.get(), result
 
 

@@ -7,8 +7,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from trading_assets.defs.backtest_knn import knn_shadow_backtest
 from trading_assets.defs.io_managers import LocalParquetIOManager
+from trading_assets.defs.knn_shadow.backtest import knn_shadow_backtest
 from trading_assets.defs.resources import ReplayMarketDataResource
 
 NODE = knn_shadow_backtest.node_def.name

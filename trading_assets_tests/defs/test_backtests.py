@@ -9,11 +9,9 @@ import pytest
 
 from trading_assets.adapters.replay.market_data import ReplayMarketData
 from trading_assets.core.strategies import fib_retracement as fib
-from trading_assets.defs.backtests import (
-    ema_concentration_backtest_asset,
-    fib_retracement_backtest_asset,
-    ma_crossover_backtest_asset,
-)
+from trading_assets.defs.ema_concentration.backtest import ema_concentration_backtest_asset
+from trading_assets.defs.fib_retracement.backtest import fib_retracement_backtest_asset
+from trading_assets.defs.ma_crossover.backtest import ma_crossover_backtest_asset
 from trading_assets.defs.resources import EmaConcentrationSettings, local_resources
 
 # replay data: TQQQ turns bullish and bearish several times in this week (see test_backtest)

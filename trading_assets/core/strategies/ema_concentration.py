@@ -1,4 +1,4 @@
-"""Seed 002: TQQQ 10h/20h EMA concentration.
+"""The `ema_concentration` flow: TQQQ 10h/20h EMA concentration.
 
 - Bullish  (price > EMA10 > EMA20 on hourly bars): sell every other position, buy the
   target with `buying_power_fraction` (95%) of buying power.
@@ -27,8 +27,9 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from trading_assets.core.backtest import BacktestConfig, BacktestSignals, PricePanels, bars_between
 from trading_assets.core.bars import panel
-from trading_assets.core.calendar import TZ
+from trading_assets.core.calendar import TZ, previous_sessions, session_open_close
 from trading_assets.core.indicators import ema
 from trading_assets.core.ports import Side
 from trading_assets.core.tick import PlannedOrder, TickPlan
@@ -173,3 +174,89 @@ def plan(
     else:
         notes.append(f"no signal: fewer than {params.slow} hourly bars for {target}")
     return Decision(orders=orders, notes=notes, signal=signal)
+
+
+# ----------------------------------------------------------------------------- backtest
+
+
+def tick_signals(
+    bars: pd.DataFrame,
+    params: Params,
+    ticks: pd.DatetimeIndex,
+    lookback_sessions: int = 8,
+) -> pd.Series:
+    """The target's signal at each tick, as the live flow computes it.
+
+    At a tick (a 30-minute bar start) the live `bars` asset holds the target's bars from
+    the open of the `lookback_sessions`-th session back (that session included) up to
+    and including the tick's bar; `indicator_frame` takes hourly closes of that window
+    (the last hour partial, ending at the tick's close) and the EMAs of them. Here the
+    same functions run incrementally: `hourly_closes` once per session over the day's
+    window (its completed hours are the same at every tick of the day), then per tick
+    `ema` over those completed hours plus the tick's close, and `classify`. The EMA
+    window starts where the live one does, so it is seeded the same way.
+    """
+    target = bars[bars["symbol"] == params.target]
+    starts = pd.DatetimeIndex(target.index)
+    closes = target["close"].to_numpy(dtype="float64")
+    signals = np.empty(len(ticks), dtype=object)
+    local_days = pd.DatetimeIndex(ticks).tz_convert(TZ).date
+    for day in dict.fromkeys(local_days):
+        in_day = np.flatnonzero(local_days == day)
+        first = previous_sessions(day, lookback_sessions)[0]
+        lo = starts.searchsorted(session_open_close(first)[0].tz_convert("UTC"))
+        hi = starts.searchsorted(ticks[in_day[-1]], side="right")
+        hourly = hourly_closes(target.iloc[lo:hi])[params.target]
+        hour_starts = pd.DatetimeIndex(hourly.index)
+        hour_values = hourly.to_numpy(dtype="float64")
+        for i in in_day:
+            tick = ticks[i]
+            price = closes[starts.get_loc(tick)]
+            # the hours before the one holding the tick, then the tick's close
+            done = hour_starts.searchsorted(tick, side="right") - 1
+            series = np.append(hour_values[:done], price)
+            fast = ema(series, params.fast)[-1]
+            slow = ema(series, params.slow)[-1]
+            signals[i] = classify(price, fast, slow).value
+    return pd.Series(signals, index=ticks, name="signal")
+
+
+_SIGNAL_TO_POSITION = {
+    Signal.BULLISH.value: 1.0,  # be long (no pyramiding when already long)
+    Signal.BEARISH.value: 0.0,  # exit the target
+    Signal.NEUTRAL.value: np.nan,  # no action
+    Signal.NO_DATA.value: np.nan,
+}
+
+
+def backtest_signals(
+    bars: pd.DataFrame,
+    params: Params | None = None,
+    *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    lookback_sessions: int = 8,
+) -> BacktestSignals:
+    """The live flow's decisions over 30-minute `bars`, tick for tick, for `run_backtest`.
+
+    Ticks are the target's bars starting in [start, end); `bars` must also hold the
+    `lookback_sessions - 1` sessions before `start` (the live window). Like the live flow
+    with the paper broker, each tick decides at its close and fills at that close, buying
+    floor(buying_power_fraction x cash / price) whole shares, long only. The account
+    starts in cash, so the "sell everything else" leg never has work to do. `extra`
+    holds each tick's signal (`signals`).
+    """
+    params = params or Params()
+    target = bars[bars["symbol"] == params.target]
+    if target.empty:
+        raise ValueError(f"no bars for the target {params.target}")
+    traded = bars_between(target, start, end)
+    ticks = pd.DatetimeIndex(traded.index)
+    if len(ticks) == 0:
+        raise ValueError(f"no {params.target} bars between {start} and {end}")
+    signals = tick_signals(target, params, ticks, lookback_sessions)
+    position = signals.map(_SIGNAL_TO_POSITION).astype("float64").to_frame(params.target)
+    config = BacktestConfig(fill="close", size_mode="fraction", size=params.buying_power_fraction,
+                            whole_shares=True, allow_short=False)
+    return BacktestSignals(PricePanels.from_bars(traded), position, config,
+                           extra={"signals": signals})

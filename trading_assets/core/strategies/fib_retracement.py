@@ -1,4 +1,4 @@
-"""Seed 000: Fibonacci retracement over the last 40 bars, with take-profit and stop-loss.
+"""The `fib_retracement` flow: Fibonacci retracement over the last 40 bars, with take-profit and stop-loss.
 
 Over the last `lookback` (40) bars, find the swing points (`indicators.peaks_troughs`).
 BUY when price swung up (trough L, then peak H) and the pull-back has just formed a
@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trading_assets.core.backtest import BacktestConfig, BacktestSignals, PricePanels, bars_between
 from trading_assets.core.indicators import FIB_RATIOS, fib_levels, peaks_troughs
 
 FLOW = "fib_retracement"
@@ -263,3 +264,39 @@ def signal_history(bars: pd.DataFrame, params: Params | None = None) -> pd.DataF
         s = slice(max(0, t + 1 - params.lookback), t + 1)
         rows.append(evaluate(hi[s], lo[s], cl[s], params, stamps[s]).to_record())
     return pd.DataFrame(rows, index=stamps)
+
+
+_DIRECTION = {Signal.BUY.value: 1.0, Signal.SELL.value: -1.0}
+
+
+def backtest_signals(
+    bars: pd.DataFrame,
+    params: Params | None = None,
+    *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    size: float = 1.0,
+    allow_short: bool = True,
+) -> BacktestSignals:
+    """`signal_history` of every symbol as panels for `run_backtest`.
+
+    What each hourly tick would have seen: a BUY (+1) or SELL (-1) on its signal bar,
+    entered at that bar's close with the signal's own take-profit and stop-loss, NaN
+    elsewhere (an event signal: an opposite signal reverses, a repeat is ignored, and a
+    new setup may enter again after an exit). `size` is the share of a symbol's sleeve
+    each entry takes. History is taken over all the bars given; only [start, end) trades.
+    """
+    params = params or Params()
+    columns: dict[str, dict[str, pd.Series]] = {"signal": {}, "take_profit": {}, "stop_loss": {}}
+    for symbol, group in bars.groupby("symbol", sort=True):
+        history = signal_history(group, params)
+        direction = history["signal"].map(_DIRECTION).astype("float64")
+        columns["signal"][symbol] = direction
+        for level in ("take_profit", "stop_loss"):
+            columns[level][symbol] = history[level].astype("float64").where(direction.notna())
+    prices = PricePanels.from_bars(bars_between(bars, start, end))
+    signal, take_profit, stop_loss = (
+        pd.DataFrame(columns[c]).reindex(prices.close.index) for c in columns)
+    config = BacktestConfig(fill="close", size_mode="fraction", size=size, allow_short=allow_short,
+                            block_reentry=False)
+    return BacktestSignals(prices, signal, config, take_profit=take_profit, stop_loss=stop_loss)

@@ -1,4 +1,4 @@
-"""Walk-forward backtest of seed 004 (`knn_forecast`): retrain on a rolling window, trade
+"""Walk-forward backtest of the `knn_shadow` flow (`knn_forecast`): retrain on a rolling window, trade
 the nearness-gated forecast with LIMIT, STOP and a 3-minute life.
 
 The walk (`walk_forward`, one symbol's 1-minute closes):
@@ -46,7 +46,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from trading_assets.core import calendar
-from trading_assets.core.backtest import BacktestConfig, BacktestResult, PricePanels, backtest
+from trading_assets.core.backtest import BacktestConfig, BacktestSignals, CashAndCosts, PricePanels
 from trading_assets.core.strategies import knn_forecast as knn
 
 NO_MODEL = "abstain: no model yet (too little training data)"
@@ -245,31 +245,30 @@ def walk_forward_panel(
                        long, model_frame)
 
 
-def knn_backtest(
+def with_costs(params: WalkForwardParams, costs: CashAndCosts) -> WalkForwardParams:
+    """`params` whose edge also covers what a round trip costs (`costs.round_trip_fraction`:
+    2 x (slippage_bps + commission_bps)), so a forecast must beat its own costs to trade."""
+    return replace(params, round_trip_cost=costs.round_trip_fraction)
+
+
+def backtest_signals(
     bars: pd.DataFrame,
     params: WalkForwardParams | None = None,
     *,
     start: pd.Timestamp | None = None,
     end: pd.Timestamp | None = None,
-    cost_aware: bool = True,
-    init_cash: float = 100_000.0,
     size: float = 1.0,
-    slippage_bps: float = 0.0,
-    commission_bps: float = 0.0,
-) -> BacktestResult:
-    """Walk forward over 1-minute `bars` (the `core.bars` schema) and backtest the signals.
+) -> BacktestSignals:
+    """Walk forward over 1-minute `bars` (the `core.bars` schema), as panels for `run_backtest`.
 
-    Bars before `start` only train; trading runs over [start, end). `cost_aware` adds the
-    round trip's slippage and commission (2 x (slippage_bps + commission_bps)) to the
-    edge a forecast needs. Fills at the signal bar's close (as the live flow would), exits
-    at the LIMIT, the STOP (a stop pays slippage) or after `horizon` bars. Each trade
-    carries `model_id` and `predicted_return` of the forecast that opened it;
-    `result.extra` holds the walk (`walk`), its `predictions`, `models` and `coverage`.
+    Bars before `start` only train; trading runs over [start, end). Fills at the signal
+    bar's close (as the live flow would), exits at the LIMIT, the STOP (a stop pays
+    slippage) or after `horizon` bars; each entry takes `size` of the symbol's sleeve.
+    Each trade is tagged with the `model_id` and `predicted_return` of the forecast that
+    opened it; `extra` holds the walk (`walk`), its `predictions`, `models`, `coverage`
+    and the `params` used. For a cost-aware edge pass `with_costs(params, costs)`.
     """
     params = params or WalkForwardParams()
-    if cost_aware:
-        cost = 2.0 * (slippage_bps + commission_bps) / 10_000.0
-        params = replace(params, round_trip_cost=cost)
     prices = PricePanels.from_bars(bars)
     closes = prices.close
     if end is not None:
@@ -280,16 +279,14 @@ def knn_backtest(
         raise ValueError(f"no bars between {start} and {end}")
     traded = PricePanels(*(getattr(prices, c).reindex(index) for c in ("open", "high", "low", "close")))
     config = BacktestConfig(
-        fill="close", init_cash=init_cash, size_mode="fraction", size=size,
-        allow_short=params.allow_short, slippage_bps=slippage_bps, commission_bps=commission_bps,
+        fill="close", size_mode="fraction", size=size, allow_short=params.allow_short,
         max_bars=params.model.horizon, block_reentry=False,
     )
-    result = backtest(traded, walk.signal, config,
-                      take_profit_price=walk.take_profit, stop_loss_price=walk.stop_loss)
-    made = walk.predictions.reset_index(names="entry_time").loc[
+    tags = walk.predictions.reset_index(names="entry_time").loc[
         :, ["entry_time", "symbol", "model_id", "predicted_return"]]
-    trades = result.trades.merge(made, on=["entry_time", "symbol"], how="left", validate="many_to_one")
-    result.trades = trades
-    result.extra.update(walk=walk, predictions=walk.predictions, models=walk.models,
-                        coverage=walk.coverage, params=params)
-    return result
+    return BacktestSignals(
+        traded, walk.signal, config, take_profit=walk.take_profit, stop_loss=walk.stop_loss,
+        trade_tags=tags,
+        extra={"walk": walk, "predictions": walk.predictions, "models": walk.models,
+               "coverage": walk.coverage, "params": params},
+    )

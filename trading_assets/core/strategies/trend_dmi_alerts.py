@@ -1,4 +1,4 @@
-"""Seed 001 without TradingView: alerts synthesised from bars, for backtests (a proxy).
+"""The `trend_dmi` flow without TradingView: alerts synthesised from bars, for backtests (a proxy).
 
 The live `trend_dmi` flow is driven by TradingView alerts: a "Trend Validator" colour
 flip on a 10-minute chart and DI+/DI- crosses on a 15-minute chart. A backtest has no
@@ -59,6 +59,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from trading_assets.core.backtest import BacktestConfig, BacktestSignals, PricePanels, bars_between
 from trading_assets.core.indicators import dmi, ema
 from trading_assets.core.strategies.trend_dmi import (
     CrossDirection,
@@ -259,3 +260,31 @@ def trend_dmi_positions(
     index = pd.DatetimeIndex(sorted(set(bars.index)), name=bars.index.name)
     symbols = sorted(set(bars["symbol"].astype(str)))
     return positions_from_log(alert_log(bars, params, start=start), index, symbols)
+
+
+def warmup_bars(params: ProxyParams) -> int:
+    """Bars each symbol needs before `start` for its first colour and DI side to be known."""
+    return max(params.trend_period, params.dmi_period + 1)
+
+
+def backtest_signals(
+    bars: pd.DataFrame,
+    params: ProxyParams = ProxyParams(),
+    *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    size: float = 1.0,
+) -> BacktestSignals:
+    """The proxy alerts folded through the live state machine, as panels for `run_backtest`.
+
+    Bars before `start` only warm the indicators up (the flow is switched on at `start`
+    with a fresh state); bars in [start, end) trade, filling at the alert bar's close,
+    long and short, each entry taking `size` of the symbol's sleeve. `extra["alert_log"]`
+    is `alert_log`'s frame: every alert and what the state machine did with it.
+    """
+    log = alert_log(bars, params, start=start)
+    prices = PricePanels.from_bars(bars_between(bars, start, end))
+    signal = positions_from_log(log, pd.DatetimeIndex(prices.close.index),
+                                [str(c) for c in prices.close.columns])
+    config = BacktestConfig(fill="close", size_mode="fraction", size=size, allow_short=True)
+    return BacktestSignals(prices, signal, config, extra={"alert_log": log})
