@@ -1,4 +1,4 @@
-"""fib_retracement (seed 000): swing points, Fibonacci level, TP/SL, and when it stays out."""
+"""fib_retracement: swing points, Fibonacci level, TP/SL, and when it stays out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""knn_forecast (seed 004): KNN return forecast that abstains when nothing similar was seen."""
+"""knn_forecast (the knn_shadow flow): KNN return forecast that abstains when nothing similar was seen."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The trend_dmi state machine (seed 001) and its TradingView alert parser."""
+"""The trend_dmi state machine and its TradingView alert parser."""
 
 from __future__ import annotations
 

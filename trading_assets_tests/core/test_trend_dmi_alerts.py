@@ -1,4 +1,4 @@
-"""Seed 001's backtest proxy: alerts synthesised from bars, folded through the live machine."""
+"""The trend_dmi backtest proxy: alerts synthesised from bars, folded through the live machine."""
 
 import itertools
 

@@ -1,4 +1,4 @@
-"""Seed 004: KNN regression of the next 3 minutes' return, predicting only when near enough.
+"""The `knn_shadow` flow: KNN regression of the next 3 minutes' return, predicting only when near enough.
 
 Train: features are a stack of returns over tails of different lengths
 (`indicators.tail_returns`, optionally plus one-step `lagged_returns`) on 1-minute

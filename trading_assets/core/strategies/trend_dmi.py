@@ -1,4 +1,4 @@
-"""Seed 001: Trend Validator colour flips enter, DMI DI+/DI- crosses exit and re-enter.
+"""The `trend_dmi` flow: Trend Validator colour flips enter, DMI DI+/DI- crosses exit and re-enter.
 
 A per-symbol state machine over TradingView alerts. `apply(state, event)` is pure: it
 returns the next state, the actions to take (in order) and why. The Dagster layer loads
