@@ -1,35 +1,9 @@
-"""Metadata that people would rather look at: equity-curve PNGs and small tables."""
+"""Metadata that people would rather look at: small tables (markdown or native)."""
 
 from __future__ import annotations
 
-import base64
-import io
-
 import dagster as dg
 import pandas as pd
-
-
-def equity_curve_markdown(curve: pd.DataFrame, title: str) -> str:
-    """The equity curve as a base64 PNG inside markdown (Dagster has no image type)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
-    try:
-        ax.plot(curve["as_of"].dt.tz_convert("America/New_York"), curve["equity"], marker=".", lw=1.2)
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel("equity")
-        ax.grid(alpha=0.3)
-        fig.autofmt_xdate()
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
-    encoded = base64.b64encode(buf.getvalue()).decode()
-    return f"![{title}](data:image/png;base64,{encoded})"
 
 
 def frame_markdown(frame: pd.DataFrame, max_rows: int = 20, floatfmt: str = ".4f") -> str:
