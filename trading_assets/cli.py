@@ -21,6 +21,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -359,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                             "A slot held by a dead run is freed at once.")
     p_run.add_argument("--verbose", action="store_true", help="show Dagster's warnings and errors with tracebacks")
     args = parser.parse_args(argv)
-    for signo in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signo, _raise_stopped)
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        for signo in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signo, _raise_stopped)
     try:
         if args.command == "run":
             env = _trading_env()
