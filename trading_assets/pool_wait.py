@@ -32,10 +32,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import dagster as dg
 import dagster._core.executor.in_process as _in_process
 from dagster import DagsterInstance
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+from dagster._core.execution.retries import RetryMode, get_retries_config
+from dagster._core.executor.in_process import InProcessExecutor
 from dagster._utils.interrupts import check_captured_interrupt
 
 from trading_assets import run_health
@@ -200,3 +203,40 @@ def bounded_pool_waits(policy: PoolWait) -> Iterator[PoolWait]:
         yield policy
     finally:
         _in_process.InstanceConcurrencyContext = original  # type: ignore[misc]
+
+
+class BoundedInProcessExecutor(InProcessExecutor):
+    """The in-process executor with bounded, reported, interruptible pool waits, for runs
+    the daemon or `dagster dev` launches (execute_in_process uses its own executor; the
+    CLI wraps that one itself)."""
+
+    def __init__(self, pool_wait_seconds: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pool_wait_seconds = pool_wait_seconds
+
+    def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
+        def reap(instance: DagsterInstance) -> int:
+            reaped = run_health.reap_dead_runs(instance, by="run worker")
+            for r in reaped:
+                plan_context.log.warning(f"run {r.run_id[:8]} ({r.owner.describe()}) is gone; freed its slots")
+            return len(reaped)
+
+        policy = PoolWait(timeout=self.pool_wait_seconds, reap=reap, report=plan_context.log.warning)
+        with bounded_pool_waits(policy):
+            yield from super().execute(plan_context, execution_plan)
+
+
+@dg.executor(
+    name="bounded_in_process",
+    config_schema={
+        "pool_wait_seconds": dg.Field(float, default_value=300.0,
+                                      description="longest wait for a pool slot (e.g. broker_api) before the "
+                                                  "run fails naming the holder"),
+        "retries": get_retries_config(),
+    },
+)
+def bounded_in_process_executor(init_context: dg.InitExecutorContext) -> BoundedInProcessExecutor:
+    """Steps in one process, as `in_process_executor`, but a blocked pool wait is bounded."""
+    config = init_context.executor_config
+    return BoundedInProcessExecutor(pool_wait_seconds=float(config["pool_wait_seconds"]),
+                                    retries=RetryMode.from_config(config["retries"]))

@@ -4,8 +4,10 @@ which run holds it, give up after `--pool-wait` seconds (exit 3), stop on SIGTER
 Ctrl-C (exit 143 / 130) without burning a core, and leave no claim and no ledger entry
 behind. Before the fix the same wait spun at 100% CPU, unbounded and deaf to signals."""
 
+import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -14,6 +16,7 @@ import pytest
 from trading_assets_tests.e2e.cli_world import (
     FLOW,
     LATER_TICK,
+    ROOT,
     TICK,
     World,
     alpaca_world,
@@ -84,4 +87,24 @@ def test_a_signal_stops_a_waiting_tick_promptly_and_the_wait_does_not_spin(froze
     assert spun < 0.5, f"the wait used {spun:.2f} s of CPU in 2 s"
     assert code == 128 + sig, said
     assert f"stopped by {sig.name}" in said and "held by run" in said and f"pid {holder.pid}" in said, said
+    _assert_left_nothing_behind(world)
+
+
+def test_a_launched_run_of_the_job_bounds_its_pool_wait_too(frozen_holder, tmp_path):
+    """Runs the daemon or `dagster dev` launch use the job's own executor, not the CLI's
+    wrapper: `dagster job execute` runs the job that way. Its wait is bounded as well."""
+    world, holder = frozen_holder
+    config = tmp_path / "run.yaml"
+    config.write_text("execution:\n  config:\n    pool_wait_seconds: 2\n")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "execute", "-m", "trading_assets.definitions",
+         "-j", "ema_concentration_job", "-c", str(config), "--tags", json.dumps({"dagster/partition": LATER_TICK})],
+        cwd=ROOT, env=world.env, capture_output=True, text=True, timeout=90)
+    took = time.monotonic() - started
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said
+    assert "PoolWaitTimeout" in said and "gave up after 2 s waiting for pool broker_api" in said, said[-3000:]
+    assert f"pid {holder.pid}" in said, said[-3000:]
+    assert took < 60, f"{took:.0f} s"
     _assert_left_nothing_behind(world)

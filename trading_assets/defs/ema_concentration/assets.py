@@ -28,6 +28,7 @@ from trading_assets.defs.resources import (
     MarketDataResource,
     TradingSettings,
 )
+from trading_assets.pool_wait import bounded_in_process_executor
 
 FLOW = strategy.FLOW
 GROUP = FLOW
@@ -255,6 +256,6 @@ FLOW_ASSETS = [bars, indicators, signals, orders, transactions, equity]
 ema_concentration_job = dg.define_asset_job(
     name="ema_concentration_job",
     selection=dg.AssetSelection.assets(*FLOW_ASSETS),
-    executor_def=dg.in_process_executor,
+    executor_def=bounded_in_process_executor,
     description="One tick of the EMA concentration flow (run per 30-minute bar partition).",
 )
