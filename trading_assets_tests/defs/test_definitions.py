@@ -35,7 +35,7 @@ def test_flow_assets_have_lineage_from_bars_to_equity(defs):
 
 def test_job_runs_in_process_and_has_the_schedule(defs):
     job = defs.resolve_job_def("ema_concentration_job")
-    assert job.executor_def.name == "in_process"
+    assert job.executor_def.name == "bounded_in_process"  # one process per run, pool waits bounded
     assert job.partitions_def is not None
     schedule = defs.resolve_schedule_def("ema_concentration_every_bar")
     assert schedule.job_name == job.name
