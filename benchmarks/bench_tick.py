@@ -43,12 +43,10 @@ def bench_size(n_symbols: int, reps: int) -> dict:
     from trading_assets.core.calendar import previous_sessions, session_open_close
     from trading_assets.core.strategies import ema_concentration as strategy
     from trading_assets.defs.ema_concentration import assets as flow
+    from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
     from trading_assets.defs.partitions import bar_window
-    from trading_assets.defs.resources import (
-        EmaConcentrationSettings,
-        ReplayMarketDataResource,
-        local_resources,
-    )
+    from trading_assets.defs.resources import local_resources
+    from trading_assets.resources.market_data import ReplayMarketDataResource
 
     watchlist = [f"S{i:04d}" for i in range(n_symbols - 1)]
     keys = _tick_keys(reps + 1)

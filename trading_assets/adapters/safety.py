@@ -3,9 +3,10 @@
 `GuardedBroker` wraps a `Broker` and refuses to place orders (`submit_order`,
 `close_position`) when
 
-- the **kill switch** is engaged: its own flag, a callable, or the environment variable
-  `TRADING_KILL_SWITCH` (1/true/yes/on), read at *call time*, so flipping the variable
-  (or the flag source) stops order placement without a redeploy -> `KillSwitchEngaged`;
+- the **kill switch** is engaged: a flag or a callable evaluated at *call time* (the
+  resources pass `trading_assets.settings.kill_switch_engaged`, which reads
+  `TRADING_KILL_SWITCH`), so flipping it stops order placement without a redeploy
+  -> `KillSwitchEngaged`;
 - the inner broker trades **real money** and live trading was not switched on
   explicitly (`live_trading=True`) -> `LiveTradingNotEnabled`.
 
@@ -16,7 +17,6 @@ account and pull working orders.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -32,16 +32,6 @@ from trading_assets.core.ports import (
 )
 
 log = logging.getLogger(__name__)
-
-KILL_SWITCH_ENV = "TRADING_KILL_SWITCH"
-_TRUTHY = {"1", "true", "yes", "on"}
-
-
-def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
-    """True if the variable is set to 1/true/yes/on (any case), read now."""
-    value = (os.environ if environ is None else environ).get(name, "")
-    return value.strip().lower() in _TRUTHY
-
 
 def is_live_broker(broker: object) -> bool:
     """Best-effort: does this adapter trade real money? (Tradovate `is_live`, Alpaca
@@ -65,14 +55,12 @@ class GuardedBroker:
         live: bool | None = None,
         live_trading: bool = False,
         kill_switch: bool | Callable[[], bool] = False,
-        kill_switch_env: str = KILL_SWITCH_ENV,
     ) -> None:
         self.inner = inner
         self.name = inner.name
         self.live = is_live_broker(inner) if live is None else bool(live)
         self.live_trading = bool(live_trading)
         self._kill_switch = kill_switch
-        self._kill_switch_env = kill_switch_env
 
     def __repr__(self) -> str:
         return (f"GuardedBroker({self.inner!r}, live={self.live}, "
@@ -87,15 +75,14 @@ class GuardedBroker:
 
     # ------------------------------------------------------------------ switches
     def kill_switch_engaged(self) -> bool:
-        """The flag (or callable) or the environment variable, evaluated now."""
-        flag = self._kill_switch() if callable(self._kill_switch) else self._kill_switch
-        return bool(flag) or env_flag(self._kill_switch_env)
+        """The flag, or the callable evaluated now."""
+        return bool(self._kill_switch() if callable(self._kill_switch) else self._kill_switch)
 
     def _check_may_trade(self, what: str) -> None:
         if self.kill_switch_engaged():
             log.warning("kill switch engaged: refused %s on %s", what, self.name)
             raise KillSwitchEngaged(
-                f"kill switch engaged ({self._kill_switch_env} or setting): refused {what} "
+                f"kill switch engaged (TRADING_KILL_SWITCH): refused {what} "
                 f"on {self.name}", broker=self.name, reason="kill switch")
         if self.live and not self.live_trading:
             raise LiveTradingNotEnabled(

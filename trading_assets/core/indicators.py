@@ -448,7 +448,7 @@ def lagged_returns(x: np.ndarray | pd.Series, n_lags: int) -> pd.DataFrame | np.
 def tail_returns(x: np.ndarray | pd.Series, tails: Sequence[int]) -> pd.DataFrame | np.ndarray:
     """Returns over tails of several lengths: column `ret_{L}` = x[t] / x[t-L] - 1.
 
-    This is seed 004's "stack of different length tails": the same price history seen
+    This is the knn_shadow flow's "stack of different length tails": the same price history seen
     over short and long look-backs, side by side as model inputs. Past only.
     """
     values = _to_float(x)

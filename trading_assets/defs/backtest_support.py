@@ -36,7 +36,7 @@ from trading_assets.core.backtest import (
     stats_markdown,
 )
 from trading_assets.defs.reports import frame_markdown
-from trading_assets.defs.resources import MarketDataResource
+from trading_assets.resources.base import MarketDataResource
 
 CURRENCY = "USD"  # every flow trades US-listed symbols; the backtester does no FX
 PREVIEW_ROWS = 20

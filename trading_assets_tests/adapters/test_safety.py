@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from trading_assets.adapters.paper.broker import PaperBroker
-from trading_assets.adapters.safety import GuardedBroker, env_flag, is_live_broker
+from trading_assets.adapters.safety import GuardedBroker, is_live_broker
 from trading_assets.adapters.tradovate.broker import TradovateBroker
 from trading_assets.core.ports import (
     Broker,
@@ -17,6 +17,7 @@ from trading_assets.core.ports import (
     OrderStatus,
     Side,
 )
+from trading_assets.settings import env_flag, kill_switch_engaged
 from trading_assets_tests.fakes.tradovate import make_broker, make_tradovate_under_test
 
 
@@ -60,7 +61,7 @@ def test_kill_switch_flag_refuses_orders_and_closes_but_not_reads(paper) -> None
 
 
 def test_environment_kill_switch_is_read_at_call_time(paper, monkeypatch) -> None:
-    guarded = GuardedBroker(paper)
+    guarded = GuardedBroker(paper, kill_switch=kill_switch_engaged)  # what every resource passes
     monkeypatch.setenv("TRADING_KILL_SWITCH", "1")
     with pytest.raises(KillSwitchEngaged):
         guarded.submit_order(buy("k-1"))
@@ -85,8 +86,10 @@ def test_kill_switch_from_a_callable_source(paper) -> None:
     ("1", True), ("true", True), ("TRUE", True), ("yes", True), (" on ", True),
     ("0", False), ("false", False), ("", False), ("off", False),
 ])
-def test_env_flag_values(value: str, engaged: bool) -> None:
-    assert env_flag("X", {"X": value}) is engaged
+def test_env_flag_values(value: str, engaged: bool, monkeypatch) -> None:
+    monkeypatch.setenv("TRADING_KILL_SWITCH", value)
+    assert env_flag("TRADING_KILL_SWITCH") is engaged
+    assert kill_switch_engaged() is engaged
 
 
 def test_live_broker_refuses_orders_without_explicit_live_trading() -> None:

@@ -22,7 +22,7 @@ class FlowHarness:
 
     @property
     def broker(self) -> PaperBroker:
-        return self.resources["broker"].get()
+        return self.resources["ema_concentration_broker"].get()
 
     @property
     def ledger(self) -> SqliteLedger:

@@ -17,7 +17,8 @@ from trading_assets.core.backtest import CashAndCosts, run_backtest
 from trading_assets.core.strategies.ema_concentration import Params, backtest_signals
 from trading_assets.defs.ema_concentration import assets as flow
 from trading_assets.defs.partitions import PARTITION_FMT, bar_window, session_partition_keys
-from trading_assets.defs.resources import PaperBrokerResource, local_resources
+from trading_assets.defs.resources import local_resources
+from trading_assets.resources.brokers import PaperBrokerResource
 
 TICKS = session_partition_keys(date(2025, 2, 12))[3:10]  # 11:00 ... 14:00 New York
 SLIPPAGE_BPS, COMMISSION_PER_SHARE, CASH = 5.0, 0.005, 100_000.0
@@ -34,7 +35,7 @@ def live_and_backtest(tmp_path_factory):
     broker = PaperBrokerResource(state_path=str(base / "paper.sqlite"), starting_cash=CASH,
                                  slippage_bps=SLIPPAGE_BPS,
                                  commission_per_share=COMMISSION_PER_SHARE)
-    resources = local_resources(base, broker=broker)
+    resources = local_resources(base, ema_concentration_broker=broker)
     for key in TICKS:
         result = dg.materialize(flow.FLOW_ASSETS, resources=resources, partition_key=key)
         assert result.success, key

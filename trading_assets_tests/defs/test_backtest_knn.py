@@ -7,9 +7,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from trading_assets.defs.io_managers import LocalParquetIOManager
 from trading_assets.defs.knn_shadow.backtest import knn_shadow_backtest
-from trading_assets.defs.resources import ReplayMarketDataResource
+from trading_assets.resources.io_managers import LocalParquetIOManager
+from trading_assets.resources.market_data import ReplayMarketDataResource
 
 NODE = knn_shadow_backtest.node_def.name
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from trading_assets.core.strategies import trend_dmi_alerts as proxy
-from trading_assets.defs.io_managers import LocalParquetIOManager
-from trading_assets.defs.resources import ReplayMarketDataResource
 from trading_assets.defs.trend_dmi.backtest import trend_dmi_backtest_asset
+from trading_assets.resources.io_managers import LocalParquetIOManager
+from trading_assets.resources.market_data import ReplayMarketDataResource
 
 NODE = trend_dmi_backtest_asset.node_def.name
 RANGE = {"start": "2025-02-03", "end": "2025-02-21"}

@@ -10,9 +10,10 @@ import pytest
 from trading_assets.adapters.replay.market_data import ReplayMarketData
 from trading_assets.core.strategies import fib_retracement as fib
 from trading_assets.defs.ema_concentration.backtest import ema_concentration_backtest_asset
+from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
 from trading_assets.defs.fib_retracement.backtest import fib_retracement_backtest_asset
 from trading_assets.defs.ma_crossover.backtest import ma_crossover_backtest_asset
-from trading_assets.defs.resources import EmaConcentrationSettings, local_resources
+from trading_assets.defs.resources import local_resources
 
 # replay data: TQQQ turns bullish and bearish several times in this week (see test_backtest)
 RANGE = {"start": "2025-02-10", "end": "2025-02-14"}

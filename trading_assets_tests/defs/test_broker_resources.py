@@ -26,21 +26,22 @@ from trading_assets.core.ports import (
     OrderRequest,
     Side,
 )
-from trading_assets.defs.broker_resources import (
-    BROKER_FOR_FLOW,
-    FLOWS,
-    AlpacaBarsResource,
+from trading_assets.resources.base import BrokerResource
+from trading_assets.resources.brokers import (
     AlpacaBrokerResource,
     IGBrokerResource,
-    IGPricesResource,
+    PaperBrokerResource,
     TradovateBrokerResource,
-    TwelveDataResource,
-    YFinanceResource,
-    broker_for_flow,
     broker_resource,
     broker_resource_for_flow,
 )
-from trading_assets.defs.resources import BrokerResource, PaperBrokerResource
+from trading_assets.resources.market_data import (
+    AlpacaBarsResource,
+    IGPricesResource,
+    TwelveDataResource,
+    YFinanceResource,
+)
+from trading_assets.settings import BROKER_FOR_FLOW, FLOWS, broker_for_flow
 
 
 @pytest.fixture(autouse=True)
@@ -148,13 +149,13 @@ def test_real_money_accounts_refuse_orders_without_live_trading(res: BrokerResou
     assert res.model_copy(update={"live_trading": True}).get().live_trading
 
 
-def test_kill_switch_setting_and_env_var_refuse_orders(monkeypatch) -> None:
+def test_the_one_kill_switch_refuses_orders_at_every_real_broker(monkeypatch) -> None:
     res = TradovateBrokerResource(username="u", password="p", app_id="a", cid=1, sec="s",
-                                  base_url="http://127.0.0.1:9/v1", kill_switch=True)
-    with pytest.raises(KillSwitchEngaged):
-        res.get().submit_order(OrderRequest("x-2", "MESZ6", Side.BUY, 1))
-    broker = res.model_copy(update={"kill_switch": False}).get()
+                                  base_url="http://127.0.0.1:9/v1")
+    broker = res.get()  # built before the switch is flipped: read at call time
     monkeypatch.setenv("TRADING_KILL_SWITCH", "1")
+    with pytest.raises(KillSwitchEngaged):
+        broker.submit_order(OrderRequest("x-2", "MESZ6", Side.BUY, 1))
     with pytest.raises(KillSwitchEngaged):
         broker.close_position("MESZ6", "x-3")
 

@@ -63,7 +63,7 @@ def test_workspace_points_at_the_definitions_module():
 
 
 def test_unknown_trading_env_is_a_clear_error(monkeypatch):
-    from trading_assets.defs.resources import trading_env
+    from trading_assets.settings import trading_env
 
     monkeypatch.setenv("TRADING_ENV", "prod")
     with pytest.raises(ValueError, match="TRADING_ENV='prod' is not available"):

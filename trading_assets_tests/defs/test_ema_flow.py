@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 
 from trading_assets.core.ports import OrderRequest, Side
-from trading_assets.defs.resources import (
-    EmaConcentrationSettings,
-    PaperBrokerResource,
-    ReplayMarketDataResource,
-    TradingSettings,
-)
+from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
+from trading_assets.resources.brokers import PaperBrokerResource
+from trading_assets.resources.market_data import ReplayMarketDataResource
+from trading_assets.resources.trading import TradingSettings
 from trading_assets_tests.defs.conftest import check_results, failure_messages, metadata
 
 BEARISH, BULLISH, EXIT = "2025-11-18-12:00", "2025-11-18-12:30", "2025-11-19-14:30"
@@ -23,7 +21,8 @@ BEARISH, BULLISH, EXIT = "2025-11-18-12:00", "2025-11-18-12:30", "2025-11-19-14:
 def test_signal_days_are_what_the_tests_assume(harness):
     signals = {}
     for key in (BEARISH, BULLISH):
-        result = harness.run(key, broker=PaperBrokerResource(state_path=str(harness.base / "scratch.sqlite")))
+        scratch = PaperBrokerResource(state_path=str(harness.base / "scratch.sqlite"))
+        result = harness.run(key, ema_concentration_broker=scratch)
         signals[key] = metadata(result, "signals", "target_signal")
     assert signals == {BEARISH: "bearish", BULLISH: "bullish"}
 
@@ -89,8 +88,8 @@ class CrashAfterSubmit(PaperBrokerResource):
 
 
 def test_crash_between_broker_call_and_ledger_write_then_rerun_gives_exactly_one_order(harness):
-    state = harness.resources["broker"].state_path
-    crashed = harness.run(BULLISH, broker=CrashAfterSubmit(state_path=state))
+    state = harness.resources["ema_concentration_broker"].state_path
+    crashed = harness.run(BULLISH, ema_concentration_broker=CrashAfterSubmit(state_path=state))
     assert not crashed.success
     assert "simulated crash" in failure_messages(crashed)
     assert len(harness.broker.orders()) == 1
@@ -147,7 +146,7 @@ def test_bad_bars_fail_the_blocking_check_and_nothing_is_ordered(harness, damage
 
 def test_zero_buying_power_orders_nothing_and_says_why(harness):
     broke = PaperBrokerResource(state_path=str(harness.base / "broke.sqlite"), starting_cash=0.0)
-    result = harness.run(BULLISH, broker=broke)
+    result = harness.run(BULLISH, ema_concentration_broker=broke)
     assert result.success
     assert metadata(result, "orders", "orders") == 0
     assert "insufficient buying power" in metadata(result, "orders", "notes")
@@ -162,12 +161,12 @@ def test_unknown_symbol_fails_clearly_and_orders_nothing(harness):
 
 
 def test_kill_switch_stops_all_orders(harness, monkeypatch):
-    result = harness.run(BULLISH, trading_settings=TradingSettings(kill_switch=True))
-    assert not result.success and "kill switch" in failure_messages(result)
     monkeypatch.setenv("TRADING_KILL_SWITCH", "1")  # flipped at run time, no redeploy
     result = harness.run(BULLISH)
     assert not result.success and "kill switch" in failure_messages(result)
     assert harness.broker.orders() == [] and not harness.ledger.has_plan("ema_concentration", BULLISH)
+    monkeypatch.setenv("TRADING_KILL_SWITCH", "0")  # released: the same tick trades once
+    assert harness.run(BULLISH).success and len(harness.broker.orders()) == 1
 
 
 def test_drift_between_ledger_and_broker_stops_the_flow(harness):

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from trading_assets.defs.io_managers import LocalParquetIOManager
+from trading_assets.resources.io_managers import LocalParquetIOManager
 
 parts = dg.StaticPartitionsDefinition(["a", "b"])
 

@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from trading_assets.core.ports import Account, OrderRequest, OrderStatus, Position, Side
-from trading_assets.defs.broker_resources import broker_resource
+from trading_assets.resources.brokers import broker_resource
 
 pytestmark = pytest.mark.live
 

@@ -1,6 +1,6 @@
 """Live IG prices behind a small `PriceStream` interface (Lightstreamer via trading-ig).
 
-The knn_shadow flow (seed 004) resamples IG's tick stream to minutes. It only needs
+The knn_shadow flow resamples IG's tick stream to minutes. It only needs
 "tell me each tick of these epics" and "stop", so that is the whole interface; the
 Lightstreamer details stay here:
 

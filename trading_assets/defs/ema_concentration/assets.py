@@ -13,22 +13,19 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from trading_assets import settings
 from trading_assets.core import calendar
 from trading_assets.core.bars import bar_problems
 from trading_assets.core.execution import sync_open_intents
 from trading_assets.core.ports import OrderIntent
 from trading_assets.core.strategies import ema_concentration as strategy
 from trading_assets.core.tick import PositionDrift, run_tick, settle_equity
+from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
 from trading_assets.defs.partitions import bar_window, market_bars_30m
 from trading_assets.defs.reports import frame_markdown, frame_table
-from trading_assets.defs.resources import (
-    BrokerResource,
-    EmaConcentrationSettings,
-    LedgerResource,
-    MarketDataResource,
-    TradingSettings,
-)
 from trading_assets.pool_wait import bounded_in_process_executor
+from trading_assets.resources.base import BrokerResource, LedgerResource, MarketDataResource
+from trading_assets.resources.trading import TradingSettings
 
 FLOW = strategy.FLOW
 GROUP = FLOW
@@ -59,12 +56,12 @@ def _elapsed_ms(t0: float) -> dg.MetadataValue:
 def bars(
     context: dg.AssetExecutionContext,
     market_data: MarketDataResource,
-    broker: BrokerResource,
+    ema_concentration_broker: BrokerResource,
     ema_concentration: EmaConcentrationSettings,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     t0 = time.perf_counter()
     start, end = bar_window(context.partition_key)
-    held = [p.symbol for p in broker.get().positions()]
+    held = [p.symbol for p in ema_concentration_broker.get().positions()]
     symbols = list(dict.fromkeys([ema_concentration.target, *held, *ema_concentration.watchlist]))
     sessions = calendar.previous_sessions(start.tz_convert(calendar.TZ).date(), ema_concentration.lookback_sessions)
     fetch_from, _ = calendar.session_open_close(sessions[0])
@@ -111,7 +108,8 @@ def indicators(
     })
 
 
-@dg.asset(**_common, kinds={"pandas"}, description="Bullish / bearish / neutral per symbol (seed 002 rules).")
+@dg.asset(**_common, kinds={"pandas"},
+          description="Bullish / bearish / neutral per symbol (price vs its fast and slow EMA of hourly closes).")
 def signals(
     context: dg.AssetExecutionContext, indicators: pd.DataFrame, ema_concentration: EmaConcentrationSettings
 ) -> dg.Output[pd.DataFrame]:
@@ -141,7 +139,7 @@ def _intents_frame(intents: list[OrderIntent]) -> pd.DataFrame:
 def orders(
     context: dg.AssetExecutionContext,
     signals: pd.DataFrame,
-    broker: BrokerResource,
+    ema_concentration_broker: BrokerResource,
     ledger: LedgerResource,
     trading_settings: TradingSettings,
     ema_concentration: EmaConcentrationSettings,
@@ -153,11 +151,11 @@ def orders(
     signal = strategy.Signal(signals.loc[params.target, "signal"])
     try:
         report = run_tick(
-            broker.get(), ledger.get(), flow=FLOW, partition_key=key, bar_end=end.to_pydatetime(),
+            ema_concentration_broker.get(), ledger.get(), flow=FLOW, partition_key=key, bar_end=end.to_pydatetime(),
             prices={str(s): float(p) for s, p in signals["price"].items()},
             plan=lambda state: strategy.plan(signal, params, state.positions, state.prices,
                                              state.account.buying_power),
-            kill_switch=trading_settings.kill_switch_engaged(),
+            kill_switch=settings.kill_switch_engaged(),
             max_tick_age_minutes=trading_settings.max_tick_age_minutes,
         )
     except PositionDrift as exc:
@@ -191,10 +189,11 @@ def orders(
 @dg.asset(**_common, kinds={"python"}, pool="broker_api",
           description="Fills of this tick's orders, confirmed at the broker and written to the ledger.")
 def transactions(
-    context: dg.AssetExecutionContext, orders: pd.DataFrame, broker: BrokerResource, ledger: LedgerResource
+    context: dg.AssetExecutionContext, orders: pd.DataFrame, ema_concentration_broker: BrokerResource,
+    ledger: LedgerResource
 ) -> dg.Output[pd.DataFrame]:
     t0 = time.perf_counter()
-    brk, led = broker.get(), ledger.get()
+    brk, led = ema_concentration_broker.get(), ledger.get()
     sync_open_intents(brk, led, FLOW, context.partition_key)
     fills = led.transactions(flow=FLOW)
     fills = fills[(fills["partition_key"] == context.partition_key) & (fills["kind"] == "fill")]
@@ -222,13 +221,13 @@ def transactions(
 def equity(
     context: dg.AssetExecutionContext,
     transactions: pd.DataFrame,
-    broker: BrokerResource,
+    ema_concentration_broker: BrokerResource,
     ledger: LedgerResource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     t0 = time.perf_counter()
     _, end = bar_window(context.partition_key)
-    outcome = settle_equity(broker.get(), ledger.get(), flow=FLOW, partition_key=context.partition_key,
-                            bar_end=end.to_pydatetime())
+    outcome = settle_equity(ema_concentration_broker.get(), ledger.get(), flow=FLOW,
+                            partition_key=context.partition_key, bar_end=end.to_pydatetime())
     context.log.info(outcome.note)
     if outcome.known:
         context.log.info(f"equity {outcome.equity:,.2f} (cash {outcome.cash:,.2f}, positions {outcome.positions})")

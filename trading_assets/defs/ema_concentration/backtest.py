@@ -18,7 +18,8 @@ from trading_assets.defs.backtest_support import (
     bad_params_fail,
     fetch_bars,
 )
-from trading_assets.defs.resources import EmaConcentrationSettings, MarketDataResource
+from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
+from trading_assets.resources.base import MarketDataResource
 
 FLOW = strategy.FLOW
 

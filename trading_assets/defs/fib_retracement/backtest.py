@@ -14,7 +14,7 @@ from trading_assets.defs.backtest_support import (
     bad_params_fail,
     fetch_bars,
 )
-from trading_assets.defs.resources import MarketDataResource
+from trading_assets.resources.base import MarketDataResource
 
 FLOW = strategy.FLOW
 

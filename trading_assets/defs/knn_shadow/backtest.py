@@ -25,7 +25,7 @@ from trading_assets.defs.backtest_support import (
     fetch_bars,
 )
 from trading_assets.defs.reports import frame_markdown
-from trading_assets.defs.resources import MarketDataResource
+from trading_assets.resources.base import MarketDataResource
 
 FLOW = knn.FLOW
 KNN_TRADE_COLUMNS = [*TRADE_COLUMNS, "model_id", "predicted_return"]

@@ -27,7 +27,7 @@ from trading_assets.defs.backtest_support import (
     fetch_bars,
     preview_markdown,
 )
-from trading_assets.defs.resources import MarketDataResource
+from trading_assets.resources.base import MarketDataResource
 
 FLOW = trend_dmi.FLOW
 

@@ -1,0 +1,101 @@
+"""Market-data resources: the offline replay (default) and the real vendors."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from trading_assets.core.ports import MarketData
+from trading_assets.resources.base import HidesSecrets, MarketDataResource
+
+
+class ReplayMarketDataResource(MarketDataResource):
+    """Deterministic offline bars from the bundled real return tape."""
+
+    allow_any_symbol: bool = False
+
+    def get(self) -> MarketData:
+        from trading_assets.adapters.replay.market_data import ReplayMarketData
+
+        return ReplayMarketData(allow_any_symbol=self.allow_any_symbol)
+
+
+class TwelveDataResource(HidesSecrets, MarketDataResource):
+    """Twelve Data bars; `credits_per_minute` paces calls (free tier: 8/min)."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key",)
+
+    api_key: str
+    base_url: str | None = None
+    credits_per_minute: int = 8
+    timezone: str = "UTC"
+    timeout: float = 10.0
+
+    def get(self) -> MarketData:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
+        from trading_assets.adapters.twelve_data.market_data import BASE_URL, TwelveData
+
+        return TwelveData(self.api_key, base_url=self.base_url or BASE_URL,
+                          timeout=self.timeout, credits_per_minute=self.credits_per_minute,
+                          timezone=self.timezone)
+
+
+class YFinanceResource(HidesSecrets, MarketDataResource):
+    """Yahoo Finance bars through yfinance (no credentials)."""
+
+    tz_cache_dir: str | None = None
+    timeout: float = 10.0
+    auto_adjust: bool = True
+
+    def get(self) -> MarketData:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
+        from trading_assets.adapters.yfinance.market_data import YFinanceProvider
+
+        return YFinanceProvider(tz_cache_dir=self.tz_cache_dir, timeout=self.timeout,
+                                auto_adjust=self.auto_adjust)
+
+
+class AlpacaBarsResource(HidesSecrets, MarketDataResource):
+    """Alpaca stock bars (IEX feed by default: free plans may not query SIP)."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key", "secret_key")
+
+    api_key: str
+    secret_key: str
+    url_override: str | None = None
+    feed: str = "iex"
+    timeout: float = 10.0
+    rate_limit_per_minute: int = 200
+
+    def get(self) -> MarketData:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
+        from trading_assets.adapters.alpaca.bars import AlpacaBars
+
+        return AlpacaBars(self.api_key, self.secret_key, url_override=self.url_override,
+                          feed=self.feed, timeout=self.timeout,
+                          rate_limit_per_minute=self.rate_limit_per_minute)
+
+
+class IGPricesResource(HidesSecrets, MarketDataResource):
+    """IG historical prices (symbols are epics); same login as the IG broker."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "api_key")
+
+    username: str
+    password: str
+    api_key: str
+    acc_type: str = "demo"
+    acc_number: str | None = None
+    base_url: str | None = None
+    timeout: float = 10.0
+
+    def get(self) -> MarketData:
+        if (resolved := self._outside_run_copy()) is not None:
+            return resolved.get()
+        from trading_assets.adapters.ig.prices import IGPrices
+
+        return IGPrices(self.username, self.password, self.api_key, acc_type=self.acc_type,
+                        acc_number=self.acc_number, base_url=self.base_url,
+                        timeout=self.timeout)
