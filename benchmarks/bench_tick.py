@@ -98,12 +98,46 @@ def bench_size(n_symbols: int, reps: int) -> dict:
     }
 
 
+def bench_floor(reps: int) -> float:
+    """Median wall of the trivial job with the flow's shape (static partitions), run the
+    same way as `bench_size` (dagster.materialize, ephemeral instance, quiet logs)."""
+    import dagster as dg
+    from _floor import floor_assets
+
+    from trading_assets.cli import QUIET_LOGS
+
+    keys = _tick_keys(reps + 1)
+    assets = floor_assets(keys)
+    walls = []
+    for i, key in enumerate(keys):
+        t0 = time.perf_counter()
+        dg.materialize(assets, resources={"mem": dg.InMemoryIOManager()}, partition_key=key, run_config=QUIET_LOGS)
+        if i > 0:
+            walls.append(time.perf_counter() - t0)
+    return statistics.median(walls)
+
+
+def _fresh_home(tmp: str) -> dict[str, str]:
+    home = Path(tmp, "home")
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    return {**os.environ, "DAGSTER_HOME": str(home), "TRADING_DATA_DIR": str(Path(tmp, "data"))}
+
+
+def bench_make_run_floor(ticks: int | None) -> float:
+    """The floor job over the same ticks in a fresh process on a fresh SQLite instance."""
+    keys = _tick_keys(ticks or 13)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = _fresh_home(tmp)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "_floor.py"), *keys], cwd=ROOT, env=env,
+                       check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+
 def bench_make_run(ticks: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp, "home")
-        home.mkdir()
-        (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-        env = {**os.environ, "DAGSTER_HOME": str(home), "TRADING_DATA_DIR": str(Path(tmp, "data"))}
+        env = _fresh_home(tmp)
         cmd = [sys.executable, "-m", "trading_assets", "run"]
         if ticks:
             cmd += [a for k in _tick_keys(ticks) for a in ("--tick", k)]
@@ -123,12 +157,29 @@ def main() -> None:
     args = parser.parse_args()
     sizes, reps = ((1, 100), 2) if args.quick else ((1, 100, 500), 5)
     rows = [bench_size(n, reps) for n in sizes]
-    print("One tick of ema_concentration in process (median over ticks after a warm-up):")
+    floor = bench_floor(reps)
+    for row in rows:
+        overhead = row["wall_s"] - row["work_in_assets_s"]
+        row["floor_s"] = round(floor, 3)
+        row["overhead_vs_floor"] = round(overhead / floor, 2)
+    print("One tick of ema_concentration in process (median over ticks after a warm-up); floor = the same")
+    print("six assets and two checks doing nothing, on static partitions, run the same way:")
     print_table(rows)
-    run_row = bench_make_run(3 if args.quick else None)
-    print("\n`make run` command end to end (fresh DAGSTER_HOME, persistent SQLite instance):")
+    goals = {"overhead_vs_floor <= 1.3": all(r["overhead_vs_floor"] <= 1.3 for r in rows)}
+    big = [r for r in rows if r["symbols"] == 500]
+    if big:
+        goals["500-symbol tick <= 0.4 s"] = big[0]["wall_s"] <= 0.4
+    ticks = 3 if args.quick else None
+    run_row = bench_make_run(ticks)
+    run_floor = bench_make_run_floor(ticks)
+    run_row["floor_wall_s"] = round(run_floor, 2)
+    run_row["vs_floor"] = round(run_row["wall_s"] / run_floor, 2)
+    goals["make run <= 1.15x floor"] = run_row["vs_floor"] <= 1.15
+    print("\n`make run` command end to end (fresh DAGSTER_HOME, persistent SQLite instance) vs the floor job")
+    print("run the same way (fresh process, the same ticks in process):")
     print_table([run_row])
-    path = write_json("tick", {"tick": rows, "make_run": run_row, "quick": args.quick})
+    print("\nGoals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items()))
+    path = write_json("tick", {"tick": rows, "make_run": run_row, "goals": goals, "quick": args.quick})
     print(f"\nwrote {path}")
 
 

@@ -70,3 +70,21 @@ def test_bar_closing_at(moment, expected):
 def test_session_partition_keys_match_the_partitions(partitions):
     day_keys = session_partition_keys(date(2025, 11, 28))
     assert day_keys == [k for k in partitions.get_partition_keys() if k.startswith("2025-11-28")]
+
+
+def test_the_partitions_hash_is_computed_once_and_equality_is_unchanged(monkeypatch):
+    """Dagster hashes the definition ~100 times a run by rebuilding a repr of ~400
+    exclusions; the hash is memoised per (immutable) definition."""
+    import dagster as dg
+
+    from trading_assets.defs.partitions import market_bar_partitions
+
+    fresh = market_bar_partitions()
+    first = hash(fresh)
+    calls = []
+    monkeypatch.setattr(dg.TimeWindowPartitionsDefinition, "__repr__", lambda self: calls.append(1) or "x")
+    assert hash(fresh) == first and calls == [], "the second hash rebuilt the repr"
+    monkeypatch.undo()
+    assert fresh == market_bar_partitions() and hash(market_bar_partitions()) == first
+    other = market_bar_partitions(start="2025-06-02-09:30")
+    assert other != fresh and hash(other) != first
