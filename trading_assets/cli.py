@@ -18,6 +18,7 @@ Ctrl-C, 143 SIGTERM).
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -245,7 +246,14 @@ def _describe_orders(orders: pd.DataFrame, result: dg.ExecuteInProcessResult) ->
         if r.status == "rejected":
             rejections.append(f"rejected by the broker: {r.side} {r.qty:g} {r.symbol}: "
                               f"{r.reason or 'no reason given'}")
-    described = ", ".join(cells) or "-"
+    described = ", ".join(cells)
+    if not described:  # say why nothing was ordered (the signal column already names the signal)
+        why = str(_metadata(result, "ema_concentration__orders", "no_orders_because") or "")
+        older = re.search(r"older than the newest processed tick (\S+):", why)
+        if older:
+            described = f"- older than newest tick {older.group(1)}"
+        else:
+            described = "- " + why.split(": ", 1)[-1] if why else "-"
     placed = _metadata(result, "ema_concentration__orders", "placed_this_run") or 0
     at_broker = _metadata(result, "ema_concentration__orders", "already_at_broker") or 0
     if not placed and at_broker and any(r.status != "rejected" for r in orders.itertuples()):
@@ -326,7 +334,8 @@ def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_
             price = _metadata(result, "ema_concentration__indicators", "target_price")
             described, rejections = _describe_orders(result.output_for_node("ema_concentration__orders"), result)
             equity = _metadata(result, "ema_concentration__equity", "equity")
-            print(f"{key:<18} {signal_name:<9} {price:>9.2f}  {described[:44]:<44} {equity:>12,.2f}")
+            shown = f"{equity:>12,.2f}" if equity == equity else f"{'-':>12}"  # NaN: an old tick, never recorded
+            print(f"{key:<18} {signal_name:<9} {price:>9.2f}  {described[:44]:<44} {shown}")
             for line in rejections:
                 print(f"{'':<18} {line}")
     elapsed = time.perf_counter() - started

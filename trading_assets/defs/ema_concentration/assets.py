@@ -33,7 +33,8 @@ PREFIX = [FLOW]
 BARS_CHECK = "bars_complete_fresh_no_nan"
 RECONCILE_CHECK = "ledger_reconciles_with_broker"
 
-_common = {"group_name": GROUP, "key_prefix": PREFIX, "partitions_def": market_bars_30m}
+_common = {"group_name": GROUP, "key_prefix": PREFIX, "partitions_def": market_bars_30m,
+           "tags": {"flow": FLOW, "kind": "tick"}}
 
 
 def _params(settings: EmaConcentrationSettings) -> strategy.Params:
@@ -180,6 +181,7 @@ def orders(
         "rejected": len(execution.rejected),
         "plan": "new" if execution.new_plan else "existing (rerun resolves, never re-plans)",
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in report.notes) or "-"),
+        "no_orders_because": "" if report.intents else (report.notes[0] if report.notes else "no orders planned"),
         "buying_power_before": round(report.account.buying_power, 2),
         "currency": report.account.currency,
         "work_ms": _elapsed_ms(t0),
