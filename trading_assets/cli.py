@@ -18,7 +18,6 @@ Ctrl-C, 143 SIGTERM).
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 import threading
@@ -128,12 +127,11 @@ def plan_ticks(day: date | None, ticks: list[str] | None) -> tuple[list[date], l
     from trading_assets.defs.partitions import PARTITIONS_START, session_partition_keys
 
     if ticks:
-        keys = list(dict.fromkeys(ticks))
-        days = sorted({_check_tick(k) for k in keys})
-        if day is not None and days != [day]:
-            other = next(k for k in keys if _check_tick(k) != day)
+        day_of = {k: _check_tick(k) for k in dict.fromkeys(ticks)}
+        other = next((k for k, d in day_of.items() if day is not None and d != day), None)
+        if other is not None:
             raise UsageError(f"--tick {other} is not on --day {day}; drop --day or pick ticks of that day")
-        return days, keys
+        return sorted(set(day_of.values())), list(day_of)
     day = day or calendar.last_completed_session()
     _check_day(day, f"--day {day}")
     keys = session_partition_keys(day)
@@ -247,13 +245,9 @@ def _describe_orders(orders: pd.DataFrame, result: dg.ExecuteInProcessResult) ->
             rejections.append(f"rejected by the broker: {r.side} {r.qty:g} {r.symbol}: "
                               f"{r.reason or 'no reason given'}")
     described = ", ".join(cells)
-    if not described:  # say why nothing was ordered (the signal column already names the signal)
-        why = str(_metadata(result, "ema_concentration__orders", "no_orders_because") or "")
-        older = re.search(r"older than the newest processed tick (\S+):", why)
-        if older:
-            described = f"- older than newest tick {older.group(1)}"
-        else:
-            described = "- " + why.split(": ", 1)[-1] if why else "-"
+    if not described:  # say why nothing was ordered
+        why = _metadata(result, "ema_concentration__orders", "no_orders_because")
+        described = f"- {why}" if why else "-"
     placed = _metadata(result, "ema_concentration__orders", "placed_this_run") or 0
     at_broker = _metadata(result, "ema_concentration__orders", "already_at_broker") or 0
     if not placed and at_broker and any(r.status != "rejected" for r in orders.itertuples()):

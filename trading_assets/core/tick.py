@@ -95,6 +95,7 @@ class TickReport:
     recovered: int  # open intents of earlier ticks resolved at the broker
     gated: str | None  # why no orders were planned: "older" | "stale" | None
     newest: bool  # this tick is (or ties) the newest processed one
+    newest_key: str | None  # the newest tick processed before this one (None: the first)
 
 
 def run_tick(
@@ -150,7 +151,8 @@ def run_tick(
     ]
     execution = execute_plan(broker, ledger, intents, flow, partition_key, kill_switch=kill_switch)
     return TickReport(partition_key=partition_key, account=account, intents=execution.intents,
-                      execution=execution, notes=notes, recovered=len(recovered), gated=gated, newest=newest)
+                      execution=execution, notes=notes, recovered=len(recovered), gated=gated, newest=newest,
+                      newest_key=latest)
 
 
 @dataclass

@@ -66,7 +66,7 @@ def test_an_older_tick_is_gated_and_never_marks_the_account(paper, ledger):
     marked = paper.account().equity
     plan = buy()
     older = tick(paper, ledger, T1, price=50.0, plan=plan)
-    assert older.gated == "older" and not older.newest and older.intents == []
+    assert older.gated == "older" and not older.newest and older.newest_key == T2 and older.intents == []
     assert plan.seen == [], "no plan for a tick in the past"
     assert "older than the newest processed tick" in older.notes[0]
     assert paper.account().equity == marked

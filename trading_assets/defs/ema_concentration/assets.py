@@ -19,7 +19,7 @@ from trading_assets.core.bars import bar_problems
 from trading_assets.core.execution import sync_open_intents
 from trading_assets.core.ports import OrderIntent
 from trading_assets.core.strategies import ema_concentration as strategy
-from trading_assets.core.tick import PositionDrift, run_tick, settle_equity
+from trading_assets.core.tick import PositionDrift, TickReport, run_tick, settle_equity
 from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
 from trading_assets.defs.partitions import bar_window, market_bars_30m
 from trading_assets.defs.reports import frame_markdown, frame_table
@@ -125,6 +125,19 @@ def signals(
     })
 
 
+def _why_no_orders(report: TickReport) -> str:
+    """A short phrase for a tick that ordered nothing ("" if it ordered): what `make run`
+    shows in its orders column. Strategy notes read "<signal>: <why>"; the signal has its
+    own column, so only the why is kept."""
+    if report.intents:
+        return ""
+    if report.gated == "older":
+        return f"older than newest tick {report.newest_key}"
+    if report.gated == "stale":
+        return "closed too long ago to trade"
+    return report.notes[0].split(": ", 1)[-1] if report.notes else "no orders planned"
+
+
 def _intents_frame(intents: list[OrderIntent]) -> pd.DataFrame:
     columns = ["client_order_id", "symbol", "side", "qty", "leg", "reference_price", "status",
                "filled_qty", "filled_avg_price", "broker_order_id", "reason"]
@@ -181,7 +194,7 @@ def orders(
         "rejected": len(execution.rejected),
         "plan": "new" if execution.new_plan else "existing (rerun resolves, never re-plans)",
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in report.notes) or "-"),
-        "no_orders_because": "" if report.intents else (report.notes[0] if report.notes else "no orders planned"),
+        "no_orders_because": _why_no_orders(report),
         "buying_power_before": round(report.account.buying_power, 2),
         "currency": report.account.currency,
         "work_ms": _elapsed_ms(t0),
