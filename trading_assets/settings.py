@@ -9,9 +9,10 @@ and shows only the variable's name.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-ENVIRONMENTS = ("local",)
+ENVIRONMENTS = ("local", "aws")
 FLOWS = ("ema_concentration", "fib_retracement", "trend_dmi", "ma_crossover", "knn_shadow")
 BROKERS = ("paper", "alpaca", "ig", "tradovate")
 KILL_SWITCH_ENV = "TRADING_KILL_SWITCH"
@@ -46,8 +47,7 @@ def trading_env() -> str:
     env = env_str("TRADING_ENV", "local").lower()
     if env not in ENVIRONMENTS:
         raise ValueError(
-            f"TRADING_ENV={env!r} is not available; choose one of {ENVIRONMENTS} "
-            "(the AWS environment is planned: S3, DynamoDB, SQS, real brokers)")
+            f"TRADING_ENV={env!r} is not available; choose one of {ENVIRONMENTS}")
     return env
 
 
@@ -99,3 +99,70 @@ def endpoint(variable: str) -> str | None:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"{variable}={value!r} is not an http(s) URL, e.g. http://127.0.0.1:8080")
     return value
+
+
+# ----------------------------------------------------------------------------- AWS world
+
+#: Every variable the code reads in `TRADING_ENV=aws` (the CDK stack sets each on the
+#: services that run the code; a test checks it). AWS_ENDPOINT_URL is boto3's own.
+AWS_VARIABLES = (
+    "TRADING_ENV", "AWS_REGION", "TRADING_S3_BUCKET", "TRADING_S3_PREFIX", "TRADING_DDB_TABLE_PREFIX",
+    "TRADING_ALERT_QUEUE", "TRADING_SNS_TOPIC_ARN", "TRADING_SECRET_ID", "TRADING_DATA_DIR",
+)
+
+
+class MissingSetting(ValueError):
+    """A required setting is unset; the message names it and how to provide it."""
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where the AWS world lives. Names, not secrets: credentials come from boto3's own
+    chain (task role on ECS, env or profile elsewhere), secrets from Secrets Manager."""
+
+    region: str
+    bucket: str
+    s3_prefix: str = "assets"
+    table_prefix: str = "trading"
+    alert_queue: str = "trading-alerts.fifo"
+    topic_arn: str | None = None
+    secret_id: str = "trading/brokers"
+
+    @property
+    def transactions_table(self) -> str:
+        return f"{self.table_prefix}-transactions"
+
+    @property
+    def equity_table(self) -> str:
+        return f"{self.table_prefix}-equity"
+
+    @property
+    def orders_table(self) -> str:
+        """Plans, order intents and account baselines (one table, keyed by tick)."""
+        return f"{self.table_prefix}-orders"
+
+    @property
+    def alert_dlq(self) -> str:
+        return self.alert_queue.removesuffix(".fifo") + "-dlq.fifo"
+
+
+def aws() -> AwsSettings:
+    """The AWS world's names from the environment; a missing one is a clear error that
+    says what to set (`python -m trading_assets aws-bootstrap` creates the resources)."""
+    region = env_str("AWS_REGION") or env_str("AWS_DEFAULT_REGION")
+    if not region:
+        raise MissingSetting("AWS_REGION is not set: TRADING_ENV=aws needs the region of the stack "
+                             "(e.g. AWS_REGION=us-east-1)")
+    bucket = env_str("TRADING_S3_BUCKET")
+    if not bucket:
+        raise MissingSetting("TRADING_S3_BUCKET is not set: TRADING_ENV=aws stores asset frames in S3 "
+                             "(the stack's bucket; `python -m trading_assets aws-bootstrap` creates one)")
+    queue = env_str("TRADING_ALERT_QUEUE", "trading-alerts.fifo")
+    if not queue.endswith(".fifo"):
+        raise MissingSetting(f"TRADING_ALERT_QUEUE={queue!r}: the alert queue is FIFO, its name ends in .fifo")
+    return AwsSettings(
+        region=region, bucket=bucket, s3_prefix=env_str("TRADING_S3_PREFIX", "assets").strip("/"),
+        table_prefix=env_str("TRADING_DDB_TABLE_PREFIX", "trading"), alert_queue=queue,
+        topic_arn=env_str("TRADING_SNS_TOPIC_ARN") or None,
+        secret_id=env_str("TRADING_SECRET_ID", "trading/brokers"),
+    )

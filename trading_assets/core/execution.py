@@ -96,6 +96,7 @@ class ExecutionReport:
     adopted: list[str] = field(default_factory=list)  # found at the broker, not resent
     rejected: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already final in the ledger
+    claimed_elsewhere: list[str] = field(default_factory=list)  # another run is placing it
 
 
 def transaction_from_order(intent: OrderIntent, order: Order) -> Transaction:
@@ -211,7 +212,12 @@ def execute_plan(
             client_order_id=intent.client_order_id, symbol=intent.symbol, side=intent.side,
             qty=intent.qty, order_type=intent.order_type, reference_price=intent.reference_price,
         )
-        ledger.update_intent(intent.client_order_id, status=IntentStatus.SUBMITTING)
+        if not ledger.claim_intent(intent.client_order_id, intent.status):
+            # Another run claimed this leg after we read the plan: it owns the POST.
+            report.claimed_elsewhere.append(intent.client_order_id)
+            log.info("order %s is being placed by another run; not sending it again", intent.client_order_id)
+            continue
+        intent.status = IntentStatus.SUBMITTING
         try:
             order = broker.submit_order(request)
         except OrderRejected as exc:

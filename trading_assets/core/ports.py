@@ -312,11 +312,21 @@ class Ledger(Protocol):
 
     def update_intent(self, client_order_id: str, **fields: object) -> None: ...
 
+    def claim_intent(self, client_order_id: str, expected: IntentStatus) -> bool:
+        """Compare-and-set: move the intent from `expected` to SUBMITTING, only if it is
+        still `expected`. False if another run got there first: that run owns the POST,
+        so two runs racing one tick send each order once."""
+        ...
+
     def record_transaction(self, txn: Transaction) -> bool:
         """Upsert by `transaction_id`; True if it changed anything."""
         ...
 
-    def transactions(self, account: str | None = None, flow: str | None = None) -> pd.DataFrame: ...
+    def transactions(
+        self, account: str | None = None, flow: str | None = None, partition_key: str | None = None
+    ) -> pd.DataFrame:
+        """Transactions, oldest first; `partition_key` (with `flow`) is one tick's fills."""
+        ...
 
     def net_positions(self, account: str) -> dict[str, float]:
         """Baseline plus every fill on the account, per symbol (zeros dropped)."""

@@ -102,6 +102,35 @@ def test_client_order_ids_agree_across_processes(hash_seed):
     assert out == client_order_id("ema_concentration", "SPY", "2025-11-26-15:30", "exit")
 
 
+class CountingBroker(FlakyBroker):
+    """Counts POSTs; right after its first order lookup answers, a second run executes the
+    same tick in full (the window between the lookup and the claim, where two runs race)."""
+
+    def __init__(self, inner, race=None):
+        super().__init__(inner, mode="ok")
+        self.race = race
+
+    def get_order(self, client_order_id):
+        found = self.inner.get_order(client_order_id)
+        race, self.race = self.race, None
+        if race is not None:
+            race()
+        return found
+
+
+def test_two_runs_racing_one_tick_post_each_order_once(paper, ledger):
+    """Both runs read the plan with the leg `planned`; only the one that claims it first
+    POSTs; the other says so and sends nothing (the broker would see one POST)."""
+    reports = {}
+    broker = CountingBroker(paper)
+    broker.race = lambda: reports.setdefault("b", execute_plan(broker, ledger, intents(), FLOW, KEY))
+    reports["a"] = execute_plan(broker, ledger, intents(), FLOW, KEY)
+    assert broker.posts == 1
+    assert len(reports["b"].submitted) == 1
+    assert reports["a"].submitted == [] and reports["a"].claimed_elsewhere == [intents()[0].client_order_id]
+    assert [i.status for i in ledger.intents(FLOW, KEY)] == ["filled"]
+
+
 def test_rerun_of_a_tick_places_no_second_order(paper, ledger):
     first = execute_plan(paper, ledger, intents(), FLOW, KEY)
     assert first.new_plan and len(first.submitted) == 1

@@ -123,6 +123,14 @@ class SqliteLedger:
             if cur.rowcount != 1:
                 raise KeyError(f"no order intent {client_order_id!r} in the ledger")
 
+    def claim_intent(self, client_order_id: str, expected: IntentStatus) -> bool:
+        with transaction(self.path) as conn:
+            cur = conn.execute(
+                "UPDATE order_intents SET status = ?, updated_at = ? WHERE client_order_id = ? AND status = ?",
+                (IntentStatus.SUBMITTING.value, _now(), client_order_id, IntentStatus(expected).value),
+            )
+        return cur.rowcount == 1
+
     # ------------------------------------------------------------------ transactions
     def record_transaction(self, txn: Transaction) -> bool:
         row = (txn.transaction_id, txn.account, txn.flow, txn.partition_key, txn.symbol,
@@ -140,14 +148,14 @@ class SqliteLedger:
             conn.execute("INSERT OR REPLACE INTO transactions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         return True
 
-    def transactions(self, account: str | None = None, flow: str | None = None) -> pd.DataFrame:
+    def transactions(
+        self, account: str | None = None, flow: str | None = None, partition_key: str | None = None
+    ) -> pd.DataFrame:
         sql, args = "SELECT * FROM transactions WHERE 1=1", []
-        if account is not None:
-            sql += " AND account = ?"
-            args.append(account)
-        if flow is not None:
-            sql += " AND flow = ?"
-            args.append(flow)
+        for column, value in (("account", account), ("flow", flow), ("partition_key", partition_key)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
         with reading(self.path) as conn:
             frame = pd.read_sql_query(sql + " ORDER BY executed_at, rowid", conn, params=args)
         frame["executed_at"] = pd.to_datetime(frame["executed_at"], utc=True, format="ISO8601")

@@ -191,6 +191,7 @@ def orders(
                                     money=("reference_price", "filled_avg_price")),
         "placed_this_run": len(execution.submitted),
         "already_at_broker": len(execution.adopted) + len(execution.skipped),
+        "placed_by_another_run": len(execution.claimed_elsewhere),
         "rejected": len(execution.rejected),
         "plan": "new" if execution.new_plan else "existing (rerun resolves, never re-plans)",
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in report.notes) or "-"),
@@ -210,9 +211,8 @@ def transactions(
     t0 = time.perf_counter()
     brk, led = ema_concentration_broker.get(), ledger.get()
     sync_open_intents(brk, led, FLOW, context.partition_key)
-    fills = led.transactions(flow=FLOW)
-    fills = fills[(fills["partition_key"] == context.partition_key) & (fills["kind"] == "fill")]
-    fills = fills.reset_index(drop=True)
+    fills = led.transactions(flow=FLOW, partition_key=context.partition_key)
+    fills = fills[fills["kind"] == "fill"].reset_index(drop=True)
     notional = float((fills["qty"] * fills["price"]).sum()) if len(fills) else 0.0
     return dg.Output(fills, metadata={
         "fills": len(fills),
