@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export TRADING_DATA_DIR ?= $(CURDIR)/.trading_data
 export YF_DISABLE_CURL_CFFI ?= 1
 
-.PHONY: install run dev test bench lint clean home
+.PHONY: install run run-aws synth dev test bench lint clean home
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ home:
 
 run: install home
 	$(PY) -m trading_assets run
+
+# The main job in TRADING_ENV=aws against a moto server on 127.0.0.1 (offline, no credentials):
+# bootstraps the tables, bucket, queue, topic and secret with the production code, runs the
+# flow, prints where the results are.
+run-aws: install home
+	$(PY) -m trading_assets run-aws
+
+# The production CDK stack synthesised offline to deploy/cdk.out, then cfn-lint at error level.
+synth: install
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(PY) deploy/synth.py
 
 # `dg dev` (what `dagster dev` now recommends) serves this project: webserver + daemon.
 dev: install home
