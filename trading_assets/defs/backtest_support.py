@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from trading_assets.core.backtest import (
     config_dict,
     stats_markdown,
 )
+from trading_assets.defs.conventions import OWNERS, flow_tags
 from trading_assets.defs.reports import frame_markdown
 from trading_assets.resources.base import MarketDataResource
 
@@ -81,20 +81,17 @@ class BacktestRunConfig(dg.Config):
 
 def backtest_asset(flow: str, *, description: str) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
     """`@dg.asset` for a flow's backtest: key [flow, "backtest"], the flow's group, its
-    tags, and a link to the asset's source in the UI."""
+    tags and owners (code references are added for every asset in `definitions.py`)."""
 
     def decorate(fn: Callable[..., Any]) -> dg.AssetsDefinition:
-        asset = dg.asset(
+        return dg.asset(
             key=[flow, "backtest"],
             group_name=flow,
             kinds={"pandas"},
-            tags={"flow": flow, "kind": "backtest"},
+            tags=flow_tags(flow, "backtest"),
+            owners=OWNERS,
             description=description,
         )(fn)
-        with warnings.catch_warnings():  # code references are a beta API; the warning says only that
-            warnings.simplefilter("ignore", dg.BetaWarning)
-            [referenced] = dg.with_source_code_references([asset])
-        return referenced  # type: ignore[return-value]
 
     return decorate
 

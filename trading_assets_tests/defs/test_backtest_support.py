@@ -126,8 +126,11 @@ def test_annualised_figures_from_a_short_window_carry_a_warning(tmp_path):
 
 
 def test_every_backtest_asset_is_tagged_described_for_users_and_linked_to_its_source():
+    from trading_assets.definitions import defs
+
+    loaded = {s.key: s for s in defs().resolve_all_asset_specs()}
     for asset in ALL:
-        spec = asset.specs_by_key[asset.key]
+        spec = loaded[asset.key]
         flow = asset.key.path[0]
         assert asset.key.path == [flow, "backtest"] and spec.group_name == flow
         assert {k: v for k, v in spec.tags.items() if not k.startswith("dagster/")} == {

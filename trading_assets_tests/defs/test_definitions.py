@@ -68,3 +68,23 @@ def test_unknown_trading_env_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRADING_ENV", "prod")
     with pytest.raises(ValueError, match="TRADING_ENV='prod' is not available"):
         trading_env()
+
+
+def test_every_asset_has_owners_flow_tags_and_a_link_to_its_source(defs):
+    for spec in defs.resolve_all_asset_specs():
+        name = spec.key.to_user_string()
+        assert spec.owners == ["team:trading"], name
+        assert spec.tags.get("flow") == spec.key.path[0] and spec.tags.get("kind") in {"tick", "backtest"}, name
+        [ref] = spec.metadata["dagster/code_references"].code_references
+        assert Path(ref.file_path).is_file() and ref.file_path.startswith(str(ROOT / "trading_assets" / "defs")), name
+        source = Path(ref.file_path).read_text().splitlines()[ref.line_number - 1:ref.line_number + 12]
+        assert source[0].startswith("@") and any(line.startswith("def ") for line in source), name
+
+
+def test_bars_are_due_after_each_bar_and_the_schedule_says_what_it_requests(defs):
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    policy = specs["ema_concentration/bars"].freshness_policy
+    assert policy.deadline_cron == "5,35 10-15 * * 1-5" and policy.timezone == "America/New_York"
+    schedule = defs.resolve_schedule_def("ema_concentration_every_bar")
+    assert schedule.owners == ["team:trading"]
+    assert "13 a day" in schedule.metadata["partitions"].value

@@ -9,6 +9,7 @@ makes orders exactly-once and keeps the equity history true.
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
@@ -20,6 +21,7 @@ from trading_assets.core.execution import sync_open_intents
 from trading_assets.core.ports import OrderIntent
 from trading_assets.core.strategies import ema_concentration as strategy
 from trading_assets.core.tick import PositionDrift, TickReport, run_tick, settle_equity
+from trading_assets.defs.conventions import OWNERS, flow_tags
 from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
 from trading_assets.defs.partitions import bar_window, market_bars_30m
 from trading_assets.defs.reports import frame_markdown, frame_table
@@ -34,7 +36,12 @@ BARS_CHECK = "bars_complete_fresh_no_nan"
 RECONCILE_CHECK = "ledger_reconciles_with_broker"
 
 _common = {"group_name": GROUP, "key_prefix": PREFIX, "partitions_def": market_bars_30m,
-           "tags": {"flow": FLOW, "kind": "tick"}}
+           "tags": flow_tags(FLOW, "tick"), "owners": OWNERS}
+
+# Bars are due a few minutes after each regular-hours bar closes (10:00 ... 15:30 New York
+# here; a cron policy cannot say "except holidays", so a holiday shows the bars overdue).
+BARS_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="5,35 10-15 * * 1-5",
+                                         lower_bound_delta=timedelta(minutes=30), timezone=calendar.TZ)
 
 
 def _params(settings: EmaConcentrationSettings) -> strategy.Params:
@@ -48,6 +55,7 @@ def _elapsed_ms(t0: float) -> dg.MetadataValue:
 @dg.asset(
     **_common,
     kinds={"pandas"},
+    freshness_policy=BARS_FRESHNESS,
     check_specs=[dg.AssetCheckSpec(BARS_CHECK, asset=dg.AssetKey([*PREFIX, "bars"]), blocking=True,
                                    description="every symbol has ordered, finite bars ending with this tick's bar; "
                                                "blocking: no orders from bad bars")],
