@@ -41,12 +41,15 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.neighbors import KNeighborsRegressor
-from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:  # scikit-learn is imported when a model is trained: it costs ~0.6 s at
+    # import, which every process loading the code location (each run worker) would pay
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.preprocessing import StandardScaler
 
 from trading_assets.core.indicators import forward_return, lagged_returns, tail_returns
 
@@ -196,6 +199,9 @@ def train_xy(x: pd.DataFrame, y: pd.Series, params: Params | None = None) -> KNN
     target = y.to_numpy(dtype="float64")
     if not (np.isfinite(values).all() and np.isfinite(target).all()):
         raise ValueError("training data has NaN/inf; use training_set to build it")
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(values)
     scaled = scaler.transform(values)
     regressor = KNeighborsRegressor(n_neighbors=params.n_neighbors, algorithm="brute")

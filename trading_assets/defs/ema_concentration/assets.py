@@ -183,12 +183,13 @@ def orders(
     except PositionDrift as exc:
         raise dg.Failure(description=str(exc),
                          metadata={"drift": dg.MetadataValue.json([d.__dict__ for d in exc.drift])}) from exc
-    if report.recovered:
-        context.log.info(f"resolved {report.recovered} open order(s) from earlier ticks")
-    for note in report.notes:
-        context.log.info(note)
-    for i in report.intents:
-        context.log.info(f"{i.side.value} {i.qty:g} {i.symbol} [{i.leg}] -> {i.status} ({i.client_order_id})")
+    # one log event for the tick (each event is a storage write): what was resolved, the
+    # notes, then one line per order
+    lines = [f"resolved {report.recovered} open order(s) from earlier ticks"] if report.recovered else []
+    lines += list(report.notes)
+    lines += [f"{i.side.value} {i.qty:g} {i.symbol} [{i.leg}] -> {i.status} ({i.client_order_id})"
+              for i in report.intents]
+    context.log.info("\n".join(lines) or "no orders")
     execution = report.execution
     frame = _intents_frame(report.intents)
     return dg.Output(frame, metadata={
@@ -210,11 +211,12 @@ def orders(
     })
 
 
-@dg.asset(**_common, kinds={"python"}, pool="broker_api",
+# transactions and equity read the ledger and the broker, not the upstream frames: `deps`
+# keeps the lineage without loading a file (and two events) per edge each tick.
+@dg.asset(**_common, kinds={"python"}, pool="broker_api", deps=[orders],
           description="Fills of this tick's orders, confirmed at the broker and written to the ledger.")
 def transactions(
-    context: dg.AssetExecutionContext, orders: pd.DataFrame, ema_concentration_broker: BrokerResource,
-    ledger: LedgerResource
+    context: dg.AssetExecutionContext, ema_concentration_broker: BrokerResource, ledger: LedgerResource
 ) -> dg.Output[pd.DataFrame]:
     t0 = time.perf_counter()
     brk, led = ema_concentration_broker.get(), ledger.get()
@@ -236,6 +238,7 @@ def transactions(
 @dg.asset(
     **_common,
     kinds={"python"},
+    deps=[transactions],
     check_specs=[dg.AssetCheckSpec(RECONCILE_CHECK, asset=dg.AssetKey([*PREFIX, "equity"]),
                                    description="ledger positions (baseline + fills) equal the broker's")],
     description="Account value after the tick, recorded in the ledger (equity and cash are plotted "
@@ -243,7 +246,6 @@ def transactions(
 )
 def equity(
     context: dg.AssetExecutionContext,
-    transactions: pd.DataFrame,
     ema_concentration_broker: BrokerResource,
     ledger: LedgerResource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
@@ -251,9 +253,8 @@ def equity(
     _, end = bar_window(context.partition_key)
     outcome = settle_equity(ema_concentration_broker.get(), ledger.get(), flow=FLOW,
                             partition_key=context.partition_key, bar_end=end.to_pydatetime())
-    context.log.info(outcome.note)
-    if outcome.known:
-        context.log.info(f"equity {outcome.equity:,.2f} (cash {outcome.cash:,.2f}, positions {outcome.positions})")
+    context.log.info(f"{outcome.note}; equity {outcome.equity:,.2f} (cash {outcome.cash:,.2f}, "
+                     f"positions {outcome.positions})" if outcome.known else outcome.note)
     yield dg.Output(outcome.curve, metadata={
         # floats per partition: Dagster plots them over the partitions (the equity curve)
         "equity": round(outcome.equity, 2),
