@@ -141,22 +141,26 @@ def non_bar_datetimes(start: date, end: date, minutes: int = BAR_MINUTES) -> lis
     not trade: every bar of a weekday holiday, and the afternoon bars of half days.
 
     These are the `exclusions` a weekday cron needs to become the exchange calendar.
+    Read from the calendar's schedule in one pass (every process that loads the flows
+    builds this list of ~400 datetimes, so it is kept cheap).
     """
     full_day = [
         (datetime.combine(date(2000, 1, 1), time(9, 30)) + timedelta(minutes=minutes * i)).time()
         for i in range(int(6.5 * 60 // minutes))
     ]
-    out: list[datetime] = []
     first, last = calendar_bounds()
-    day = max(start, first)
-    stop = min(end, last)
-    sessions = set(sessions_between(day, stop))
+    day, stop = max(start, first), min(end, last)
+    schedule = _calendar().schedule.loc[pd.Timestamp(day):pd.Timestamp(stop)]
+    closes = {ts.date(): close.tz_convert(TZ) for ts, close in schedule["close"].items()}
+    opens = {ts.date(): open_.tz_convert(TZ) for ts, open_ in schedule["open"].items()}
+    out: list[datetime] = []
     while day <= stop:
         if day.weekday() < 5:
-            if day not in sessions:
+            if day not in closes:
                 out.extend(datetime.combine(day, t) for t in full_day)
-            else:
-                trading = {ts.time() for ts in session_bar_starts(day, minutes)}
+            elif closes[day].time() < time(16, 0) or opens[day].time() != time(9, 30):
+                trading = {ts.time() for ts in pd.date_range(opens[day], closes[day], freq=f"{minutes}min",
+                                                             inclusive="left")}
                 out.extend(datetime.combine(day, t) for t in full_day if t not in trading)
         day += timedelta(days=1)
     return out
