@@ -516,16 +516,17 @@ class DynamoDbLedger:
             except botocore.exceptions.ClientError as exc:
                 if clients.error_code(exc) != "TransactionCanceledException":
                     raise
-                reasons = exc.response.get("CancellationReasons") or []
-                codes = [r.get("Code") for r in reasons]
-                bad = [chunk[i] for i, c in enumerate(codes[:len(chunk)]) if c == "ConditionalCheckFailed"]
-                if bad:
-                    raise ValueError(describe(bad[0])) from exc
+                # The header's verdict first: if the tick was taken over, that is why.
                 header = self._get(self.orders_table, key)
                 if header is not None and header["token"]["S"] == token and header["state"]["S"] == COMMITTED:
                     return  # our commit went through on an earlier attempt of this call
                 if header is None or header["token"]["S"] != token:
                     raise _Lost() from exc
+                reasons = exc.response.get("CancellationReasons") or []
+                codes = [r.get("Code") for r in reasons]
+                bad = [chunk[i] for i, c in enumerate(codes[:len(chunk)]) if c == "ConditionalCheckFailed"]
+                if bad:
+                    raise ValueError(describe(bad[0])) from exc
                 raise
 
     def _release(self, key: Item, token: str) -> None:
