@@ -89,6 +89,26 @@ def broker_for_flow(flow: str, env: str | None = None) -> str:
     return BROKER_FOR_FLOW.get(env, BROKER_FOR_FLOW["local"])[flow]
 
 
+MARKET_DATA_SOURCES = ("replay", "twelve_data", "yfinance", "alpaca")
+# Bundled replay data offline; in production the EMA flow's source, Twelve Data.
+_DEFAULT_MARKET_DATA = {"local": "replay", "aws": "twelve_data"}
+
+
+def market_data_source(env: str | None = None) -> str:
+    """`TRADING_MARKET_DATA` (replay, twelve_data, yfinance, alpaca); default by environment."""
+    env = (env or env_str("TRADING_ENV", "local")).lower()
+    source = env_str("TRADING_MARKET_DATA", _DEFAULT_MARKET_DATA.get(env, "replay")).lower()
+    if source not in MARKET_DATA_SOURCES:
+        raise ValueError(f"TRADING_MARKET_DATA={source!r}: choose from {MARKET_DATA_SOURCES}")
+    return source
+
+
+def apply_environment(values: dict[str, str]) -> None:
+    """Set variables for this process and the code it runs (`make run-aws` points the AWS
+    world at its moto server this way); only settings touches the environment."""
+    os.environ.update(values)
+
+
 def endpoint(variable: str) -> str | None:
     """A venue endpoint (`ALPACA_BASE_URL`, ...), None for the client's default host.
 
@@ -108,6 +128,7 @@ def endpoint(variable: str) -> str | None:
 AWS_VARIABLES = (
     "TRADING_ENV", "AWS_REGION", "TRADING_S3_BUCKET", "TRADING_S3_PREFIX", "TRADING_DDB_TABLE_PREFIX",
     "TRADING_ALERT_QUEUE", "TRADING_SNS_TOPIC_ARN", "TRADING_SECRET_ID", "TRADING_DATA_DIR",
+    "TRADING_MARKET_DATA",
 )
 
 
