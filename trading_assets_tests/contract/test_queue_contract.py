@@ -312,6 +312,22 @@ def test_consumers_in_several_processes_never_get_the_same_alert(world):
     assert q.depth() == 0
 
 
+def test_the_resource_builds_this_queue(world):
+    from trading_assets.resources.messaging import SqliteAlertQueueResource, SqsAlertQueueResource
+
+    q = world.queue()
+    spec = world.spec(q)
+    if world.kind == "sqlite":
+        resource = SqliteAlertQueueResource(path=spec["path"], visibility_timeout_seconds=spec["vt"],
+                                            max_receives=spec["max"])
+    else:
+        resource = SqsAlertQueueResource(region=spec["region"], queue_name=spec["queue"], dedupe_table=spec["table"])
+    built = resource.get()
+    assert isinstance(built, AlertQueue)
+    assert built.put("tv-r", "{}", "NQ1!") is True
+    assert [m.alert_id for m in drain(q)] == ["tv-r"]  # the same queue as the adapter built directly
+
+
 # ----------------------------------------------------------------------------- SQS only
 
 
