@@ -96,6 +96,11 @@ BROKER_SECRET_KEYS = (
 GATEWAY_SECRET_KEYS = ("TRADINGVIEW_PASSPHRASE",)
 SECRET_PLACEHOLDER = "unset"
 
+#: What the daemon's run monitoring logs when it fails a run (dagster/_daemon/monitoring/
+#: run_monitoring.py): worker died ("Detected run worker status ... Marking run <id> as
+#: failed"), never started, ran past max_runtime_seconds.
+RUN_MONITORING_FAILURES = ("Marking run", "timed out due to taking longer than", "exceeding maximum runtime")
+
 #: The only actions granted on `"Resource": "*"`, each because AWS offers no narrower
 #: resource for it (the test fails on any other):
 RESOURCE_STAR_ACTIONS = {
@@ -341,6 +346,9 @@ class TradingStack(cdk.Stack):
         # What deploy/dagster.yaml reads ({env: ...}), on every task that opens the instance.
         self.dagster_environment = {
             "DAGSTER_HOME": DAGSTER_HOME,
+            # boto3 reads only AWS_DEFAULT_REGION (not AWS_REGION): EcsRunLauncher's and the
+            # S3 compute log manager's clients take their region from it
+            "AWS_DEFAULT_REGION": self.region,
             "DAGSTER_PG_HOST": self.database.db_instance_endpoint_address,
             "DAGSTER_PG_PORT": self.database.db_instance_endpoint_port,
             "DAGSTER_PG_USER": DB_USER,
@@ -560,9 +568,10 @@ class TradingStack(cdk.Stack):
         dlq_alarm.add_alarm_action(notify)
 
         # Run failures from the logs (no code change, no PutMetricData on "*"): the run
-        # worker prints each Dagster event name to its console, so a failed run writes
-        # RUN_FAILURE to /trading/run; a run whose task died (OOM, stopped) is failed by
-        # the daemon's run monitoring, which logs "detected run worker failure".
+        # worker prints each Dagster event name to its console ("... - RUN_FAILURE -
+        # Execution of run ... failed"), so a failed run writes RUN_FAILURE to /trading/run;
+        # a run whose task died (OOM, stopped), never started or ran too long is failed by
+        # the daemon's run monitoring, which logs one of these (dagster/_daemon/monitoring).
         metric = cloudwatch.Metric(namespace="Trading", metric_name="RunFailures", statistic="Sum",
                                    period=cdk.Duration.minutes(5))
         logs.MetricFilter(self, "RunFailureInRunLogs", log_group=self.log_groups["run"],
@@ -570,7 +579,7 @@ class TradingStack(cdk.Stack):
                           filter_pattern=logs.FilterPattern.any_term("RUN_FAILURE"), metric_value="1")
         logs.MetricFilter(self, "RunWorkerFailureInDaemonLogs", log_group=self.log_groups["daemon"],
                           metric_namespace=metric.namespace, metric_name=metric.metric_name,
-                          filter_pattern=logs.FilterPattern.literal('"detected run worker failure"'),
+                          filter_pattern=logs.FilterPattern.any_term(*RUN_MONITORING_FAILURES),
                           metric_value="1")
         run_alarm = cloudwatch.Alarm(
             self, "RunFailed", alarm_description="A Dagster run failed (see the run's page in the UI)",

@@ -244,6 +244,8 @@ def test_every_instance_variable_is_set_and_the_password_is_an_ecs_secret(synth)
         assert "DAGSTER_PG_PASSWORD" not in env
         assert secrets["DAGSTER_PG_PASSWORD"] == {"Fn::Join": ["", [{"Ref": db_secret_attachment}, ":password::"]]}
         assert env["DAGSTER_HOME"] == stack_module.DAGSTER_HOME
+        # dagster.yaml leaves regions to boto3, whose variable is AWS_DEFAULT_REGION
+        assert env["AWS_DEFAULT_REGION"] == {"Ref": "AWS::Region"}
         # no secret value in plain environment variables
         assert not [k for k in env if re.search(r"PASSWORD|SECRET_KEY|API_KEY|PASSPHRASE|_SEC$", k)], family
 
@@ -457,4 +459,6 @@ def test_alarms_on_the_dlq_and_on_run_failures_notify_the_topic(synth):
                for f in synth.of_type("AWS::Logs::MetricFilter").values()}
     run_logs = synth.container("run")["LogConfiguration"]["Options"]["awslogs-group"]["Ref"]
     assert "RUN_FAILURE" in filters[run_logs]["FilterPattern"]
+    daemon_logs = synth.container("daemon")["LogConfiguration"]["Options"]["awslogs-group"]["Ref"]
+    assert all(f'"{term}"' in filters[daemon_logs]["FilterPattern"] for term in stack_module.RUN_MONITORING_FAILURES)
     assert all(f["MetricTransformations"][0]["MetricName"] == "RunFailures" for f in filters.values())
