@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 #: SQS's limits, kept by every queue so code that runs locally runs on AWS too.
 MAX_RECEIVE_BATCH = 10
 MAX_WAIT_SECONDS = 20
+MAX_VISIBILITY_SECONDS = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -176,3 +177,8 @@ def check_receive(max_messages: int, wait_seconds: float) -> None:
         raise ValueError(f"max_messages: expected 1..{MAX_RECEIVE_BATCH}, got {max_messages!r}")
     if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
         raise ValueError(f"wait_seconds: expected 0..{MAX_WAIT_SECONDS}, got {wait_seconds!r}")
+
+
+def check_release(delay_seconds: int) -> None:
+    if not 0 <= delay_seconds <= MAX_VISIBILITY_SECONDS:
+        raise ValueError(f"delay_seconds: expected 0..{MAX_VISIBILITY_SECONDS}, got {delay_seconds!r}")

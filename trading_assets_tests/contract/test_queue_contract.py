@@ -196,6 +196,10 @@ def test_bad_arguments_are_refused(world):
         q.receive(11)
     with pytest.raises(ValueError, match="wait_seconds"):
         q.receive(1, wait_seconds=21)
+    q.put("tv-5", "{}", "NQ1!")
+    [m] = q.receive(1)
+    with pytest.raises(ValueError, match="delay_seconds"):
+        q.release(m, delay_seconds=13 * 3600)  # SQS's limit is 12 h (and SQS would say so only as a bad receipt)
 
 
 # ----------------------------------------------------------------------------- order

@@ -45,7 +45,7 @@ from trading_assets.adapters.aws.schema import (
     QUEUE_RETENTION_SECONDS,
     QUEUE_VISIBILITY_TIMEOUT_SECONDS,
 )
-from trading_assets.core.messaging import MAX_RECEIVE_BATCH, QueuedAlert, check_put, check_receive
+from trading_assets.core.messaging import MAX_RECEIVE_BATCH, QueuedAlert, check_put, check_receive, check_release
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,6 @@ class SqsAlertQueue:
 
     def _queue_what(self) -> str:
         return f"SQS queue {self.queue_name} ({self.region})"
-
 
     def _queue_url(self) -> str:
         if self._url is None:
@@ -200,8 +199,7 @@ class SqsAlertQueue:
             log.warning("ack of alert %s ignored: its delivery is no longer ours (%s)", msg.alert_id, error_code(exc))
 
     def release(self, msg: QueuedAlert, delay_seconds: int = 0) -> None:
-        if delay_seconds < 0:
-            raise ValueError(f"delay_seconds must be >= 0, got {delay_seconds!r}")
+        check_release(delay_seconds)
         if not msg.receipt:
             return
         try:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trading_assets.adapters.sqlite.util import connect, ensure_schema, reading
-from trading_assets.core.messaging import QueuedAlert, check_put, check_receive
+from trading_assets.core.messaging import QueuedAlert, check_put, check_receive, check_release
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_seen (
@@ -178,8 +178,7 @@ class SqliteAlertQueue:
             conn.execute("DELETE FROM alert_queue WHERE alert_id = ? AND receipt = ?", (msg.alert_id, msg.receipt))
 
     def release(self, msg: QueuedAlert, delay_seconds: int = 0) -> None:
-        if delay_seconds < 0:
-            raise ValueError(f"delay_seconds must be >= 0, got {delay_seconds!r}")
+        check_release(delay_seconds)
         self._ready()
         with _durable_transaction(self.path) as conn:
             conn.execute("UPDATE alert_queue SET visible_at = ? WHERE alert_id = ? AND receipt = ?",
