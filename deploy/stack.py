@@ -52,6 +52,12 @@ from constructs import Construct
 
 from trading_assets import settings
 from trading_assets.adapters.aws import schema
+from trading_assets.resources.brokers import AlpacaBrokerResource, IGBrokerResource, TradovateBrokerResource
+from trading_assets.resources.market_data import AlpacaBarsResource, IGPricesResource, TwelveDataResource
+
+#: The resources whose credentials live in the secret (their SECRET_KEYS name the keys).
+SECRET_RESOURCES = (AlpacaBrokerResource, IGBrokerResource, TradovateBrokerResource,
+                    AlpacaBarsResource, IGPricesResource, TwelveDataResource)
 
 HERE = Path(__file__).resolve().parent
 STACK_NAME = "TradingStack"
@@ -80,21 +86,13 @@ COMMANDS = {
 }
 
 #: The JSON keys of the one broker/webhook secret (its name: settings' default secret_id).
-#: Each is injected into the tasks that need it as an environment variable of the same
-#: name, which is what the resources read (`dg.EnvVar("ALPACA_API_KEY")`, ...; a test
-#: checks this list against trading_assets/resources). ECS refuses to start a task whose
-#: secret lacks a referenced key, so the stack creates the secret with every key present
-#: ("unset"), and a random TRADINGVIEW_PASSPHRASE.
-#: CAUTION: CloudFormation regenerates the whole secret value when this template changes,
-#: so adding a key after the first deploy overwrites the keys operators have set; put
-#: new secrets into a second secret instead (README: "Secrets").
-BROKER_SECRET_KEYS = (
-    "ALPACA_API_KEY", "ALPACA_SECRET_KEY",
-    "IG_USERNAME", "IG_PASSWORD", "IG_API_KEY",
-    "TRADOVATE_USERNAME", "TRADOVATE_PASSWORD", "TRADOVATE_APP_ID", "TRADOVATE_CID", "TRADOVATE_SEC",
-)
+#: The code reads them from Secrets Manager at run time (TRADING_SECRET_ID; the task roles
+#: may GetSecretValue on it), so nothing is injected per key and a key that is missing is
+#: a clear error naming it and the secret, at the first run that needs it. The stack
+#: creates the secret with only a random TRADINGVIEW_PASSPHRASE; operators add the broker
+#: keys with put-secret-value (README: "Secrets"), and the template never changes for it.
+BROKER_SECRET_KEYS = tuple(sorted({key for resource in SECRET_RESOURCES for key in resource.SECRET_KEYS.values()}))
 GATEWAY_SECRET_KEYS = ("TRADINGVIEW_PASSPHRASE",)
-SECRET_PLACEHOLDER = "unset"
 
 #: What the daemon's run monitoring logs when it fails a run (dagster/_daemon/monitoring/
 #: run_monitoring.py): worker died ("Detected run worker status ... Marking run <id> as
@@ -235,7 +233,7 @@ class TradingStack(cdk.Stack):
         # AWS-managed SNS key. Messages are order and alarm notices, no secrets.
         self.topic = sns.Topic(self, "Events", topic_name=schema.TOPIC_NAME, enforce_ssl=True)
 
-        template = dict.fromkeys(BROKER_SECRET_KEYS, SECRET_PLACEHOLDER)
+        template: dict[str, str] = {}
         self.secret = secretsmanager.Secret(
             self, "BrokerSecret", secret_name=names.secret_id,
             description="Broker API keys and the TradingView passphrase (JSON; keys: see deploy/README.md)",
@@ -360,8 +358,6 @@ class TradingStack(cdk.Stack):
         assert self.database.secret is not None
         self.dagster_secrets = {"DAGSTER_PG_PASSWORD": ecs.Secret.from_secrets_manager(self.database.secret,
                                                                                          "password")}
-        broker_secrets = {k: ecs.Secret.from_secrets_manager(self.secret, k) for k in BROKER_SECRET_KEYS}
-        gateway_secrets = {k: ecs.Secret.from_secrets_manager(self.secret, k) for k in GATEWAY_SECRET_KEYS}
         project_environment = {**self.aws_environment, **self.trading_switches}
 
         # The run task definition: EcsRunLauncher RunTasks it with a command override.
@@ -376,7 +372,7 @@ class TradingStack(cdk.Stack):
             RUN_CONTAINER, container_name=RUN_CONTAINER, image=self.image,
             memory_limit_mib=2048,  # container-level too (what moto needs, what AWS accepts)
             environment={**self.dagster_environment, **project_environment},
-            secrets={**self.dagster_secrets, **broker_secrets},
+            secrets=self.dagster_secrets,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="run", log_group=self.log_groups["run"]))
         self._grant_project_code(self.run_task_role)
         self.bucket.grant_read_write(self.run_task_role, f"{COMPUTE_LOG_PREFIX}/*")  # the run's compute logs
@@ -394,7 +390,7 @@ class TradingStack(cdk.Stack):
         self.code_service = self._service(
             "code", cpu=1024, memory=2048, port=CODE_PORT,
             environment={**self.dagster_environment, **project_environment},
-            secrets={**self.dagster_secrets, **broker_secrets},
+            secrets=self.dagster_secrets,
             health_check=ecs.HealthCheck(command=["CMD-SHELL", f"dagster api grpc-health-check -p {CODE_PORT}"],
                                          interval=cdk.Duration.seconds(30), timeout=cdk.Duration.seconds(10),
                                          retries=3, start_period=cdk.Duration.seconds(120)),
@@ -411,7 +407,7 @@ class TradingStack(cdk.Stack):
         self.gateway_service = self._service(
             "gateway", cpu=512, memory=1024, port=GATEWAY_PORT,
             environment={**self.dagster_environment, **project_environment},
-            secrets={**self.dagster_secrets, **gateway_secrets},
+            secrets=self.dagster_secrets,
             desired_count=self.gateway_count.value_as_number)
 
         for service in (self.code_service, self.gateway_service):

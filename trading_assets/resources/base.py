@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
 import dagster as dg
 
 from trading_assets.core.ports import Broker, Ledger, MarketData
+
+if TYPE_CHECKING:
+    from trading_assets.resources.messaging import AwsSecretsResource
 
 
 class BrokerResource(dg.ConfigurableResource, ABC):
@@ -42,13 +45,53 @@ class HidesSecrets:
     variable's *name*."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+    #: credential field -> its name in the environment (local) and in the JSON secret (aws)
+    SECRET_KEYS: ClassVar[dict[str, str]] = {}
 
     def _outside_run_copy(self) -> Any:
-        """A resolved copy if some field is still an unresolved EnvVar, else None."""
-        if any(isinstance(v, _UNRESOLVED) for v in self.__dict__.values()):
-            return self.process_config_and_initialize()  # type: ignore[attr-defined]
-        return None
+        """A copy with every credential resolved, or None when all already are.
+
+        Resolves `EnvVar` fields Dagster has not resolved (outside a run), and fills
+        credentials left empty from the resource's `secrets` store (Secrets Manager in
+        aws mode), read now, at run time, never at definitions load."""
+        current: Any = self
+        unresolved = {k: v for k, v in self.__dict__.items() if isinstance(v, _UNRESOLVED)}
+        if unresolved:
+            values = {}
+            for name, var in unresolved.items():
+                value = var.get_value()
+                if value is None:
+                    raise ValueError(f"{type(self).__name__}.{name}: environment variable {var.env_var_name} "
+                                     "is not set")
+                values[name] = value
+            current = self.model_copy(update=values)  # type: ignore[attr-defined]
+        missing = {f: k for f, k in self.SECRET_KEYS.items() if getattr(current, f, None) in (None, "")}
+        if missing:
+            store = getattr(current, "secrets", None)
+            if store is None:
+                names = ", ".join(missing.values())
+                raise ValueError(f"{type(self).__name__}: {names} not set (the environment locally, the "
+                                 "Secrets Manager secret with TRADING_ENV=aws)")
+            secrets = store.get()
+            fields = type(current).model_fields  # type: ignore[attr-defined]
+            update = {}
+            for name, key in missing.items():
+                value = secrets.get(key)
+                annotation = fields[name].annotation
+                update[name] = int(value) if annotation is int or int in get_args(annotation) else value
+            current = current.model_copy(update=update)
+        return None if current is self else current
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():  # type: ignore[misc]
             yield name, ("***" if name in self.SECRET_FIELDS and value else value)
+
+
+def credentials(resource: type[HidesSecrets], secrets: AwsSecretsResource | None) -> dict[str, object]:
+    """A resource's credential fields: `EnvVar`s by their key (local), or left empty with
+    the Secrets Manager store that fills them at run time (aws)."""
+    if secrets is not None:
+        return {"secrets": secrets}
+    fields = resource.model_fields  # type: ignore[attr-defined]
+    return {f: (dg.EnvVar.int(k) if int in get_args(fields[f].annotation) else dg.EnvVar(k))
+            for f, k in resource.SECRET_KEYS.items()}

@@ -20,12 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import dagster as dg
-
 from trading_assets import settings
 from trading_assets.adapters.safety import GuardedBroker
 from trading_assets.core.ports import Broker
-from trading_assets.resources.base import BrokerResource, HidesSecrets
+from trading_assets.resources.base import BrokerResource, HidesSecrets, credentials
+from trading_assets.resources.messaging import AwsSecretsResource
 
 
 def broker_key(flow: str) -> str:
@@ -57,6 +56,8 @@ class _GuardedBrokerResource(HidesSecrets, BrokerResource):
 
     live_trading: bool = False  # the explicit switch for real-money accounts
     timeout: float = 10.0
+    # aws mode: credentials left empty are read from this Secrets Manager secret at run time
+    secrets: AwsSecretsResource | None = None
 
     def _guard(self, broker: Broker, live: bool) -> Broker:
         return GuardedBroker(broker, live=live, live_trading=self.live_trading,
@@ -67,9 +68,10 @@ class AlpacaBrokerResource(_GuardedBrokerResource):
     """Alpaca (US equities) through alpaca-py; paper account unless `paper=False`."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key", "secret_key")
+    SECRET_KEYS: ClassVar[dict[str, str]] = {"api_key": "ALPACA_API_KEY", "secret_key": "ALPACA_SECRET_KEY"}
 
-    api_key: str
-    secret_key: str
+    api_key: str | None = None
+    secret_key: str | None = None
     paper: bool = True
     url_override: str | None = None
     rate_limit_per_minute: int = 200  # Alpaca's published limit
@@ -89,10 +91,12 @@ class IGBrokerResource(_GuardedBrokerResource):
     """IG (spread bets / CFDs) through trading-ig; demo account unless `acc_type="live"`."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "api_key")
+    SECRET_KEYS: ClassVar[dict[str, str]] = {"username": "IG_USERNAME", "password": "IG_PASSWORD",
+                                              "api_key": "IG_API_KEY"}
 
-    username: str
-    password: str
-    api_key: str
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
     acc_type: str = "demo"
     acc_number: str | None = None
     base_url: str | None = None
@@ -112,13 +116,16 @@ class TradovateBrokerResource(_GuardedBrokerResource):
     """Tradovate (futures) over REST; demo environment unless `environment="live"`."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "sec")
+    SECRET_KEYS: ClassVar[dict[str, str]] = {"username": "TRADOVATE_USERNAME", "password": "TRADOVATE_PASSWORD",
+                                              "app_id": "TRADOVATE_APP_ID", "cid": "TRADOVATE_CID",
+                                              "sec": "TRADOVATE_SEC"}
 
-    username: str
-    password: str
-    app_id: str
+    username: str | None = None
+    password: str | None = None
+    app_id: str | None = None
     app_version: str = "1.0"
-    cid: int
-    sec: str
+    cid: int | None = None
+    sec: str | None = None
     device_id: str | None = None
     environment: str = "demo"
     base_url: str | None = None
@@ -139,9 +146,10 @@ class TradovateBrokerResource(_GuardedBrokerResource):
 # ----------------------------------------------------------------------------- wiring
 
 
-def broker_resource(name: str, *, flow: str = "default", base: Path | None = None
-                    ) -> BrokerResource:
-    """The resource for broker `name`, secrets from the environment by `EnvVar`.
+def broker_resource(name: str, *, flow: str = "default", base: Path | None = None,
+                    secrets: AwsSecretsResource | None = None) -> BrokerResource:
+    """The resource for broker `name`: credentials from the environment by `EnvVar`, or,
+    given `secrets`, from that Secrets Manager secret (same key names) at run time.
 
     Non-secret settings come from plain environment variables with safe defaults
     (paper/demo accounts, live trading off):
@@ -156,20 +164,17 @@ def broker_resource(name: str, *, flow: str = "default", base: Path | None = Non
         return PaperBrokerResource(state_path=str(base / f"paper_{flow}.sqlite"))
     if name == "alpaca":
         return AlpacaBrokerResource(
-            api_key=dg.EnvVar("ALPACA_API_KEY"), secret_key=dg.EnvVar("ALPACA_SECRET_KEY"),
+            **credentials(AlpacaBrokerResource, secrets),
             paper=settings.env_str("ALPACA_PAPER", "true").lower() != "false",
             url_override=settings.endpoint("ALPACA_BASE_URL"), live_trading=live_trading)
     if name == "ig":
         return IGBrokerResource(
-            username=dg.EnvVar("IG_USERNAME"), password=dg.EnvVar("IG_PASSWORD"),
-            api_key=dg.EnvVar("IG_API_KEY"), acc_type=settings.env_str("IG_ACC_TYPE", "demo"),
+            **credentials(IGBrokerResource, secrets), acc_type=settings.env_str("IG_ACC_TYPE", "demo"),
             acc_number=settings.env_str("IG_ACC_NUMBER") or None, base_url=settings.endpoint("IG_BASE_URL"),
             live_trading=live_trading)
     if name == "tradovate":
         return TradovateBrokerResource(
-            username=dg.EnvVar("TRADOVATE_USERNAME"), password=dg.EnvVar("TRADOVATE_PASSWORD"),
-            app_id=dg.EnvVar("TRADOVATE_APP_ID"), cid=dg.EnvVar.int("TRADOVATE_CID"),
-            sec=dg.EnvVar("TRADOVATE_SEC"),
+            **credentials(TradovateBrokerResource, secrets),
             app_version=settings.env_str("TRADOVATE_APP_VERSION", "1.0"),
             device_id=settings.env_str("TRADOVATE_DEVICE_ID") or None,
             environment=settings.env_str("TRADOVATE_ENVIRONMENT", "demo"),
@@ -178,7 +183,7 @@ def broker_resource(name: str, *, flow: str = "default", base: Path | None = Non
     raise ValueError(f"unknown broker {name!r}; brokers are {settings.BROKERS}")
 
 
-def broker_resource_for_flow(flow: str, env: str | None = None, *, base: Path | None = None
-                             ) -> BrokerResource:
+def broker_resource_for_flow(flow: str, env: str | None = None, *, base: Path | None = None,
+                             secrets: AwsSecretsResource | None = None) -> BrokerResource:
     """The configured broker resource for `flow` (paper unless production says otherwise)."""
-    return broker_resource(settings.broker_for_flow(flow, env), flow=flow, base=base)
+    return broker_resource(settings.broker_for_flow(flow, env), flow=flow, base=base, secrets=secrets)

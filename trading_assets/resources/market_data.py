@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from trading_assets import settings
 from trading_assets.core.ports import MarketData
-from trading_assets.resources.base import HidesSecrets, MarketDataResource
+from trading_assets.resources.base import HidesSecrets, MarketDataResource, credentials
+from trading_assets.resources.messaging import AwsSecretsResource
 
 
 class ReplayMarketDataResource(MarketDataResource):
@@ -23,8 +25,10 @@ class TwelveDataResource(HidesSecrets, MarketDataResource):
     """Twelve Data bars; `credits_per_minute` paces calls (free tier: 8/min)."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key",)
+    SECRET_KEYS: ClassVar[dict[str, str]] = {"api_key": "TWELVE_DATA_API_KEY"}
 
-    api_key: str
+    api_key: str | None = None
+    secrets: AwsSecretsResource | None = None  # aws mode: the key is read from the secret at run time
     base_url: str | None = None
     credits_per_minute: int = 8
     timezone: str = "UTC"
@@ -60,9 +64,11 @@ class AlpacaBarsResource(HidesSecrets, MarketDataResource):
     """Alpaca stock bars (IEX feed by default: free plans may not query SIP)."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key", "secret_key")
+    SECRET_KEYS: ClassVar[dict[str, str]] = {"api_key": "ALPACA_API_KEY", "secret_key": "ALPACA_SECRET_KEY"}
 
-    api_key: str
-    secret_key: str
+    api_key: str | None = None
+    secret_key: str | None = None
+    secrets: AwsSecretsResource | None = None
     url_override: str | None = None
     feed: str = "iex"
     timeout: float = 10.0
@@ -82,10 +88,13 @@ class IGPricesResource(HidesSecrets, MarketDataResource):
     """IG historical prices (symbols are epics); same login as the IG broker."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "api_key")
+    SECRET_KEYS: ClassVar[dict[str, str]] = {"username": "IG_USERNAME", "password": "IG_PASSWORD",
+                                              "api_key": "IG_API_KEY"}
 
-    username: str
-    password: str
-    api_key: str
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+    secrets: AwsSecretsResource | None = None
     acc_type: str = "demo"
     acc_number: str | None = None
     base_url: str | None = None
@@ -99,3 +108,20 @@ class IGPricesResource(HidesSecrets, MarketDataResource):
         return IGPrices(self.username, self.password, self.api_key, acc_type=self.acc_type,
                         acc_number=self.acc_number, base_url=self.base_url,
                         timeout=self.timeout)
+
+
+def market_data_resource(source: str, *, secrets: AwsSecretsResource | None = None) -> MarketDataResource:
+    """The market-data resource for `source` (`settings.MARKET_DATA_SOURCES`): keys from
+    the environment by `EnvVar`, or from `secrets` at run time; endpoints overridable by
+    TWELVE_DATA_BASE_URL / ALPACA_DATA_URL."""
+    if source == "replay":
+        return ReplayMarketDataResource()
+    if source == "yfinance":
+        return YFinanceResource()
+    if source == "twelve_data":
+        return TwelveDataResource(**credentials(TwelveDataResource, secrets),
+                                  base_url=settings.endpoint("TWELVE_DATA_BASE_URL"))
+    if source == "alpaca":
+        return AlpacaBarsResource(**credentials(AlpacaBarsResource, secrets),
+                                  url_override=settings.endpoint("ALPACA_DATA_URL"))
+    raise ValueError(f"unknown market data {source!r}; sources are {settings.MARKET_DATA_SOURCES}")
