@@ -74,12 +74,12 @@ def ledger_on(aws, client, **kw) -> DynamoDbLedger:
 # ----------------------------------------------------------------------------- races
 
 
-@pytest.mark.parametrize("legs", [2, 110], ids=["2-legs", "110-legs"])
+@pytest.mark.parametrize("legs", [2, 101], ids=["2-legs", "101-legs"])
 def test_runs_racing_record_plan_on_one_tick_leave_exactly_one_plan(aws_env, legs):
     """Every run plans other intents; one plan wins, whole, and every loser returns False
     only once that plan is visible (as SQLite's loser waits on the write lock)."""
     dynamodb_ledger(aws_env)  # the tables
-    n = 16 if legs == 2 else 4
+    n = 16 if legs == 2 else 3
     ledgers = [ledger_on(aws_env, c) for c in clients_for(aws_env, n)]
     plans = [[intent(f"run{r}-leg{i:03d}") for i in range(legs)] for r in range(n)]
 
@@ -109,7 +109,8 @@ def test_runs_racing_claim_intent_on_one_leg_have_one_winner(aws_env):
 
 
 class DiesAtSecondChunk(DynamoDbLedger):
-    """The process is killed after the first transaction of intents (of a >99 plan)."""
+    """The process is killed after the first transaction of intents (of a >99 plan), or
+    stalls there (`before_second`)."""
 
     transacts = 0
     before_second = None
@@ -130,10 +131,10 @@ def plan_header(aws) -> dict:
 
 
 def dies_mid_plan(aws, lease: float) -> tuple[list[OrderIntent], dict]:
-    """A run dies after writing the first 99 of its 120 intents: its plan and header."""
+    """A run dies after writing the first 99 of its 101 intents: its plan and header."""
     dead = DiesAtSecondChunk(aws.region, aws.transactions_table, aws.equity_table, aws.orders_table,
                              client=dynamodb_client(aws), plan_lease_seconds=lease)
-    big = [intent(f"big-{n:03d}") for n in range(120)]
+    big = [intent(f"big-{n:03d}") for n in range(101)]
     with pytest.raises(SystemExit):
         dead.record_plan(FLOW, KEY, big)
     header = plan_header(aws)
@@ -171,13 +172,13 @@ def test_a_stalled_writer_whose_lease_was_taken_cannot_touch_the_new_plan(aws_en
 
     def stall_then_lose_the_lease():
         time.sleep(0.3)  # the lease runs out while this writer is stalled
-        taken["won"] = other.record_plan(FLOW, KEY, [intent("big-050", qty=1.0), intent("big-110")])
+        taken["won"] = other.record_plan(FLOW, KEY, [intent("big-050", qty=1.0), intent("big-100")])
 
     slow.before_second = stall_then_lose_the_lease
-    assert not slow.record_plan(FLOW, KEY, [intent(f"big-{n:03d}") for n in range(120)])
+    assert not slow.record_plan(FLOW, KEY, [intent(f"big-{n:03d}") for n in range(101)])
     assert taken["won"]
-    assert [(i.client_order_id, i.qty) for i in other.intents(FLOW, KEY)] == [("big-050", 1.0), ("big-110", 10.0)]
-    assert [i.client_order_id for i in slow.intents(FLOW, open_only=True)] == ["big-050", "big-110"]
+    assert [(i.client_order_id, i.qty) for i in other.intents(FLOW, KEY)] == [("big-050", 1.0), ("big-100", 10.0)]
+    assert [i.client_order_id for i in slow.intents(FLOW, open_only=True)] == ["big-050", "big-100"]
     assert count_items(aws_env, aws_env.orders_table) == 1 + 99 + 1, "its second chunk was never written"
 
 

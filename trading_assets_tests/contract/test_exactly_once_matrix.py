@@ -28,10 +28,14 @@ BAR_END = datetime(2025, 11, 26, 15, 30, tzinfo=UTC)
 @dataclass
 class World:
     """One store (a ledger's file or tables, the paper broker's file) and ways to open
-    fresh clients of it."""
+    fresh clients of it (`own_connection`: a DynamoDB ledger with its own boto3 client,
+    else a new ledger object over the session's shared HTTP client)."""
 
-    new_ledger: Callable[[], Ledger]
+    open_ledger: Callable[[bool], Ledger]
     broker_path: str
+
+    def new_ledger(self, own_connection: bool = False) -> Ledger:
+        return self.open_ledger(own_connection)
 
     def new_broker(self) -> PaperBroker:
         return PaperBroker(self.broker_path, starting_cash=10_000.0)
@@ -41,14 +45,14 @@ class World:
 def world(request, tmp_path) -> World:
     if request.param == "sqlite":
         path = tmp_path / "ledger.sqlite"
-        return World(lambda: SqliteLedger(path), str(tmp_path / "broker.sqlite"))
+        return World(lambda own: SqliteLedger(path), str(tmp_path / "broker.sqlite"))
     aws = request.getfixturevalue("aws_env")
     dynamodb_ledger(aws)  # the tables
 
-    def new_ledger() -> Ledger:
-        return dynamodb_ledger(aws, own_client=True)
+    def open_ledger(own: bool) -> Ledger:
+        return dynamodb_ledger(aws, own_client=own)
 
-    return World(new_ledger, str(tmp_path / "broker.sqlite"))
+    return World(open_ledger, str(tmp_path / "broker.sqlite"))
 
 
 def leg() -> list[OrderIntent]:
@@ -132,7 +136,8 @@ class RacingBroker(FlakyBroker):
 
 def test_two_runs_racing_one_tick_post_the_order_once(world):
     barrier, posts = threading.Barrier(2, timeout=30), []
-    runs = [(RacingBroker(world.new_broker(), barrier, posts), world.new_ledger()) for _ in range(2)]
+    runs = [(RacingBroker(world.new_broker(), barrier, posts), world.new_ledger(own_connection=True))
+            for _ in range(2)]
     reports, errors = [None, None], []
 
     def run(n):

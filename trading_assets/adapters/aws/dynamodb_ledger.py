@@ -34,7 +34,9 @@ Plan once, for any number of intents (TransactWriteItems stops at 100 items), in
 
 botocore retries a write after a timeout, so a conditional failure may be our own earlier
 attempt: every conditional write carries a token that is compared on failure (the lock,
-the commit, `claim_intent`, `record_transaction`), never relying on ClientRequestToken.
+the commit, `claim_intent`, `record_transaction`), never relying on ClientRequestToken
+(which moto does not honour). A plan item lists its intent ids, so a plan holds up to
+about 10,000 intents (DynamoDB's 400 KB item limit).
 Account baselines are committed the same way (baseline item = header, its transactions
 = children tagged `baseline_token`).
 
@@ -512,7 +514,9 @@ class DynamoDbLedger:
                 ops.append({"ConditionCheck": {**guard, "ExpressionAttributeValues": header_values}})
             tables = sorted({table, self.orders_table})
             try:
-                self._call("transact_write_items", tables, TransactItems=ops, ClientRequestToken=f"{token}-{n}")
+                # No ClientRequestToken of ours: botocore makes one per call and keeps it across its
+                # own retries; one reused by a later attempt would be answered "done" by AWS unapplied.
+                self._call("transact_write_items", tables, TransactItems=ops)
             except botocore.exceptions.ClientError as exc:
                 if clients.error_code(exc) != "TransactionCanceledException":
                     raise
