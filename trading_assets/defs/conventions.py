@@ -10,3 +10,8 @@ OWNERS = ["team:trading"]
 def flow_tags(flow: str, kind: str) -> dict[str, str]:
     """`flow` (e.g. ema_concentration) and `kind` (tick, backtest, alert, ...)."""
     return {"flow": flow, "kind": kind}
+
+
+#: The IO manager key of the ledger-shaped assets (transactions, equity): the ledger's own
+#: DynamoDB tables in aws, the same Parquet files as every other frame locally.
+LEDGER_IO_MANAGER = "ledger_io_manager"

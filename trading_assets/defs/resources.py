@@ -1,9 +1,16 @@
 """Which resources the flows run with, chosen by one switch: TRADING_ENV (default `local`).
 
-`local` is the embedded world: replay market data, the paper broker, a SQLite ledger and
-Parquet files, all under TRADING_DATA_DIR (default `./.trading_data`). It works offline
-with no credentials. Each flow has its own broker key (`<flow>_broker`): paper unless
-`TRADING_BROKER_<FLOW>` names a real one (credentials then come from the environment).
+`local` is the embedded world: replay market data, the paper broker, a SQLite ledger,
+Parquet files and a SQLite alert queue, all under TRADING_DATA_DIR (default
+`./.trading_data`); notifications are logged. It works offline with no credentials.
+
+`aws` is production: frames in S3 (Parquet), the ledger and the ledger-shaped assets
+(`transactions`, `equity`) in DynamoDB, alerts on SQS FIFO, notifications on SNS, the
+brokers' keys in Secrets Manager (read at run time), names from `settings.aws()`.
+
+Each flow has its own broker key (`<flow>_broker`): paper locally unless
+`TRADING_BROKER_<FLOW>` names a real one; in aws the production table of
+`settings.BROKER_FOR_FLOW`.
 """
 
 from __future__ import annotations
@@ -13,24 +20,68 @@ from pathlib import Path
 import dagster as dg
 
 from trading_assets import settings
+from trading_assets.defs.conventions import LEDGER_IO_MANAGER
 from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
 from trading_assets.resources.brokers import broker_key, broker_resource_for_flow
-from trading_assets.resources.io_managers import LocalParquetIOManager
+from trading_assets.resources.io_managers import LocalParquetIOManager, S3ParquetIOManager
 from trading_assets.resources.ledger import SqliteLedgerResource
-from trading_assets.resources.market_data import ReplayMarketDataResource
+from trading_assets.resources.market_data import market_data_resource
+from trading_assets.resources.messaging import (
+    AwsSecretsResource,
+    LogNotifierResource,
+    SnsNotifierResource,
+    SqliteAlertQueueResource,
+    SqsAlertQueueResource,
+)
 from trading_assets.resources.trading import TradingSettings
+
+
+def _flow_settings() -> dict[str, object]:
+    return {"trading_settings": TradingSettings(), "ema_concentration": EmaConcentrationSettings()}
 
 
 def local_resources(base: Path | None = None, **overrides: object) -> dict[str, object]:
     """The embedded world under `base` (default TRADING_DATA_DIR)."""
     base = Path(base) if base is not None else settings.data_dir()
+    frames = LocalParquetIOManager(base_dir=str(base / "assets"))
     resources: dict[str, object] = {
-        "market_data": ReplayMarketDataResource(),
+        "market_data": market_data_resource(settings.market_data_source("local")),
         **{broker_key(flow): broker_resource_for_flow(flow, "local", base=base) for flow in settings.FLOWS},
         "ledger": SqliteLedgerResource(path=str(base / "ledger.sqlite")),
-        "io_manager": LocalParquetIOManager(base_dir=str(base / "assets")),
-        "trading_settings": TradingSettings(),
-        "ema_concentration": EmaConcentrationSettings(),
+        "io_manager": frames,
+        LEDGER_IO_MANAGER: frames,
+        "alert_queue": SqliteAlertQueueResource(path=str(base / "alerts.sqlite")),
+        "notifier": LogNotifierResource(),
+        **_flow_settings(),
+    }
+    resources.update(overrides)
+    return resources
+
+
+def aws_resources(**overrides: object) -> dict[str, object]:
+    """The AWS world named by `settings.aws()` (a missing name is a clear error)."""
+    from trading_assets.resources.dynamodb_io_manager import DynamoDbLedgerIOManager
+    from trading_assets.resources.ledger import DynamoDbLedgerResource
+
+    aws = settings.aws()
+    secrets = AwsSecretsResource(region=aws.region, secret_id=aws.secret_id)
+    base = settings.data_dir()  # the paper broker's state, when a flow is sent back to paper
+    resources: dict[str, object] = {
+        "market_data": market_data_resource(settings.market_data_source("aws"), secrets=secrets),
+        **{broker_key(flow): broker_resource_for_flow(flow, "aws", base=base, secrets=secrets)
+           for flow in settings.FLOWS},
+        "ledger": DynamoDbLedgerResource(region=aws.region, transactions_table=aws.transactions_table,
+                                         equity_table=aws.equity_table, orders_table=aws.orders_table),
+        "io_manager": S3ParquetIOManager(bucket=aws.bucket, prefix=aws.s3_prefix, region=aws.region),
+        LEDGER_IO_MANAGER: DynamoDbLedgerIOManager(region=aws.region, transactions_table=aws.transactions_table,
+                                                   equity_table=aws.equity_table),
+        "alert_queue": SqsAlertQueueResource(region=aws.region, queue_name=aws.alert_queue,
+                                             dedupe_table=aws.orders_table),
+        # without a topic (a first bootstrap), notifications are logged rather than lost in an error
+        "notifier": (SnsNotifierResource(region=aws.region, topic_arn=aws.topic_arn) if aws.topic_arn
+                     else LogNotifierResource()),
+        "secrets": secrets,
+        **_flow_settings(),
     }
     resources.update(overrides)
     return resources
@@ -39,6 +90,8 @@ def local_resources(base: Path | None = None, **overrides: object) -> dict[str, 
 def resources_for(env: str) -> dict[str, object]:
     if env == "local":
         return local_resources()
+    if env == "aws":
+        return aws_resources()
     raise ValueError(f"no resources for TRADING_ENV={env!r}")
 
 

@@ -18,15 +18,18 @@ from trading_assets import settings
 from trading_assets.core import calendar
 from trading_assets.core.bars import bar_problems
 from trading_assets.core.execution import sync_open_intents
-from trading_assets.core.ports import OrderIntent
+from trading_assets.core.messaging import NotificationKind
+from trading_assets.core.ports import KillSwitchEngaged, OrderIntent
 from trading_assets.core.strategies import ema_concentration as strategy
 from trading_assets.core.tick import PositionDrift, TickReport, run_tick, settle_equity
-from trading_assets.defs.conventions import OWNERS, flow_tags
+from trading_assets.defs.conventions import LEDGER_IO_MANAGER, OWNERS, flow_tags
 from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
+from trading_assets.defs.notifications import tell
 from trading_assets.defs.partitions import bar_window, market_bars_30m
 from trading_assets.defs.reports import frame_markdown, frame_table
 from trading_assets.pool_wait import bounded_in_process_executor
 from trading_assets.resources.base import BrokerResource, LedgerResource, MarketDataResource
+from trading_assets.resources.messaging import NotifierResource
 from trading_assets.resources.trading import TradingSettings
 
 FLOW = strategy.FLOW
@@ -165,6 +168,7 @@ def orders(
     ledger: LedgerResource,
     trading_settings: TradingSettings,
     ema_concentration: EmaConcentrationSettings,
+    notifier: NotifierResource,
 ) -> dg.Output[pd.DataFrame]:
     t0 = time.perf_counter()
     key = context.partition_key
@@ -181,8 +185,14 @@ def orders(
             max_tick_age_minutes=trading_settings.max_tick_age_minutes,
         )
     except PositionDrift as exc:
-        raise dg.Failure(description=str(exc),
-                         metadata={"drift": dg.MetadataValue.json([d.__dict__ for d in exc.drift])}) from exc
+        drift = [d.__dict__ for d in exc.drift]
+        tell(context, notifier, NotificationKind.DRIFT, f"{FLOW} {key}: ledger and broker disagree", str(exc),
+             flow=FLOW, details={"partition": key, "drift": drift})
+        raise dg.Failure(description=str(exc), metadata={"drift": dg.MetadataValue.json(drift)}) from exc
+    except KillSwitchEngaged as exc:
+        tell(context, notifier, NotificationKind.KILL_SWITCH, f"{FLOW} {key}: kill switch engaged, no orders",
+             str(exc), flow=FLOW, details={"partition": key})
+        raise
     # one log event for the tick (each event is a storage write): what was resolved, the
     # notes, then one line per order
     lines = [f"resolved {report.recovered} open order(s) from earlier ticks"] if report.recovered else []
@@ -191,6 +201,13 @@ def orders(
               for i in report.intents]
     context.log.info("\n".join(lines) or "no orders")
     execution = report.execution
+    for i in report.intents:
+        if i.client_order_id in execution.rejected:
+            tell(context, notifier, NotificationKind.ORDER_REJECTED,
+                 f"{FLOW} {key}: {i.side.value} {i.qty:g} {i.symbol} rejected",
+                 f"the broker rejected {i.client_order_id}: {i.reason or 'no reason given'}", flow=FLOW,
+                 details={"partition": key, "client_order_id": i.client_order_id, "symbol": i.symbol,
+                          "side": i.side.value, "qty": i.qty, "reason": i.reason})
     frame = _intents_frame(report.intents)
     return dg.Output(frame, metadata={
         "signal": signal.value,
@@ -213,7 +230,7 @@ def orders(
 
 # transactions and equity read the ledger and the broker, not the upstream frames: `deps`
 # keeps the lineage without loading a file (and two events) per edge each tick.
-@dg.asset(**_common, kinds={"python"}, pool="broker_api", deps=[orders],
+@dg.asset(**_common, kinds={"python"}, pool="broker_api", deps=[orders], io_manager_key=LEDGER_IO_MANAGER,
           description="Fills of this tick's orders, confirmed at the broker and written to the ledger.")
 def transactions(
     context: dg.AssetExecutionContext, ema_concentration_broker: BrokerResource, ledger: LedgerResource
@@ -239,6 +256,7 @@ def transactions(
     **_common,
     kinds={"python"},
     deps=[transactions],
+    io_manager_key=LEDGER_IO_MANAGER,
     check_specs=[dg.AssetCheckSpec(RECONCILE_CHECK, asset=dg.AssetKey([*PREFIX, "equity"]),
                                    description="ledger positions (baseline + fills) equal the broker's")],
     description="Account value after the tick, recorded in the ledger (equity and cash are plotted "
@@ -248,6 +266,7 @@ def equity(
     context: dg.AssetExecutionContext,
     ema_concentration_broker: BrokerResource,
     ledger: LedgerResource,
+    notifier: NotifierResource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     t0 = time.perf_counter()
     _, end = bar_window(context.partition_key)
@@ -265,6 +284,11 @@ def equity(
         "dagster/row_count": len(outcome.curve),
         "work_ms": _elapsed_ms(t0),
     })
+    if outcome.drift:
+        tell(context, notifier, NotificationKind.DRIFT,
+             f"{FLOW} {context.partition_key}: ledger and broker disagree after the tick",
+             "; ".join(map(str, outcome.drift)), flow=FLOW,
+             details={"partition": context.partition_key, "drift": [d.__dict__ for d in outcome.drift]})
     yield dg.AssetCheckResult(
         check_name=RECONCILE_CHECK,
         asset_key=dg.AssetKey([*PREFIX, "equity"]),
