@@ -278,7 +278,7 @@ def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_
 
     from trading_assets.pool_wait import PoolWait, bounded_pool_waits
     from trading_assets.run_health import owner_tag, reap_dead_runs
-    from trading_assets.settings import dagster_home, data_dir
+    from trading_assets.settings import broker_for_flow, dagster_home, data_dir
 
     try:
         job = _tick_job("ema_concentration", env)
@@ -352,32 +352,53 @@ def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_
     if failures and not verbose:
         print("Tracebacks: the failed runs in the UI (make dev), or rerun with --verbose.")
     print("Results:")
-    print(f"  ledger (intents, transactions, equity): {base / 'ledger.sqlite'}")
-    print(f"  paper broker account:                   {base / 'paper_ema_concentration.sqlite'}")
-    print(f"  asset files (Parquet per tick):          {base / 'assets'}")
+    if env == "aws":
+        from trading_assets.cli_aws import results_lines
+        from trading_assets.settings import aws
+
+        for line in results_lines(aws()):
+            print(line)
+    else:
+        print(f"  ledger (intents, transactions, equity): {base / 'ledger.sqlite'}")
+        print(f"  asset files (Parquet per tick):          {base / 'assets'}")
+    if broker_for_flow("ema_concentration", env) == "paper":
+        print(f"  paper broker account:                   {base / 'paper_ema_concentration.sqlite'}")
     print(f"  Dagster runs and events:                 {home or '(ephemeral instance)'}")
-    print("  Browse lineage, runs and metadata:       make dev  ->  http://127.0.0.1:3000")
+    if env == "local":
+        print("  Browse lineage, runs and metadata:       make dev  ->  http://127.0.0.1:3000")
     if code != EXIT_OK:
         return code
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m trading_assets")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="run a flow's ticks (default: the EMA concentration flow, one session)")
-    p_run.add_argument("--flow", choices=FLOWS, default="ema_concentration",
-                       help="which flow's job to run (default ema_concentration)")
-    p_run.add_argument("--day", type=_parse_day, default=None,
+def _tick_arguments() -> argparse.ArgumentParser:
+    """--day, --tick, --pool-wait and --verbose, shared by `run` and `run-aws`."""
+    ticks = argparse.ArgumentParser(add_help=False)
+    ticks.add_argument("--day", type=_parse_day, default=None,
                        help="session date (default: the most recent completed NYSE session, "
                             "or the day of the --tick ticks)")
-    p_run.add_argument("--tick", action="append", dest="ticks", default=None,
+    ticks.add_argument("--tick", action="append", dest="ticks", default=None,
                        help=f"only these partition keys, e.g. {TICK_EXAMPLE} (repeatable)")
-    p_run.add_argument("--pool-wait", type=_parse_seconds, default=DEFAULT_POOL_WAIT_SECONDS, metavar="SECONDS",
+    ticks.add_argument("--pool-wait", type=_parse_seconds, default=DEFAULT_POOL_WAIT_SECONDS, metavar="SECONDS",
                        help="how long a tick may wait for the broker_api slot while another live run holds "
                             f"it, then exit 3 (default {DEFAULT_POOL_WAIT_SECONDS:.0f}; 0: do not wait). "
                             "A slot held by a dead run is freed at once.")
-    p_run.add_argument("--verbose", action="store_true", help="show Dagster's warnings and errors with tracebacks")
+    ticks.add_argument("--verbose", action="store_true", help="show Dagster's warnings and errors with tracebacks")
+    return ticks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m trading_assets")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", parents=[_tick_arguments()],
+                           help="run a flow's ticks (default: the EMA concentration flow, one session)")
+    p_run.add_argument("--flow", choices=FLOWS, default="ema_concentration",
+                       help="which flow's job to run (default ema_concentration)")
+    sub.add_parser("run-aws", parents=[_tick_arguments()],
+                   help="the EMA flow's ticks in TRADING_ENV=aws against a moto server on 127.0.0.1 "
+                        "(offline, no credentials), then where the results are")
+    sub.add_parser("aws-bootstrap", help="create the AWS world (tables, bucket, queue, topic, secret) where "
+                                         "missing; idempotent")
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
         for signo in (signal.SIGINT, signal.SIGTERM):
@@ -390,6 +411,15 @@ def main(argv: list[str] | None = None) -> int:
             env = _trading_env()
             days, keys = plan_ticks(args.day, args.ticks)
             return run(days, keys, env, args.pool_wait, args.verbose)
+        if args.command == "aws-bootstrap":
+            from trading_assets.cli_aws import aws_bootstrap
+
+            return aws_bootstrap()
+        if args.command == "run-aws":
+            from trading_assets.cli_aws import run_aws
+
+            days, keys = plan_ticks(args.day, args.ticks)
+            return run_aws(lambda: run(days, keys, "aws", args.pool_wait, args.verbose))
         return EXIT_USAGE
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

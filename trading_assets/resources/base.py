@@ -67,12 +67,14 @@ class HidesSecrets:
             current = self.model_copy(update=values)  # type: ignore[attr-defined]
         missing = {f: k for f, k in self.SECRET_KEYS.items() if getattr(current, f, None) in (None, "")}
         if missing:
-            store = getattr(current, "secrets", None)
-            if store is None:
+            secret_id, region = getattr(current, "secret_id", None), getattr(current, "secret_region", None)
+            if not (secret_id and region):
                 names = ", ".join(missing.values())
                 raise ValueError(f"{type(self).__name__}: {names} not set (the environment locally, the "
                                  "Secrets Manager secret with TRADING_ENV=aws)")
-            secrets = store.get()
+            from trading_assets.resources.messaging import AwsSecretsResource
+
+            secrets = AwsSecretsResource(region=region, secret_id=secret_id).get()
             fields = type(current).model_fields  # type: ignore[attr-defined]
             update = {}
             for name, key in missing.items():
@@ -90,8 +92,8 @@ class HidesSecrets:
 def credentials(resource: type[HidesSecrets], secrets: AwsSecretsResource | None) -> dict[str, object]:
     """A resource's credential fields: `EnvVar`s by their key (local), or left empty with
     the Secrets Manager store that fills them at run time (aws)."""
-    if secrets is not None:
-        return {"secrets": secrets}
+    if secrets is not None:  # plain names, not a nested resource: the values are read in get()
+        return {"secret_id": secrets.secret_id, "secret_region": secrets.region}
     fields = resource.model_fields  # type: ignore[attr-defined]
     return {f: (dg.EnvVar.int(k) if int in get_args(fields[f].annotation) else dg.EnvVar(k))
             for f, k in resource.SECRET_KEYS.items()}

@@ -57,7 +57,8 @@ class _GuardedBrokerResource(HidesSecrets, BrokerResource):
     live_trading: bool = False  # the explicit switch for real-money accounts
     timeout: float = 10.0
     # aws mode: credentials left empty are read from this Secrets Manager secret at run time
-    secrets: AwsSecretsResource | None = None
+    secret_id: str | None = None
+    secret_region: str | None = None
 
     def _guard(self, broker: Broker, live: bool) -> Broker:
         return GuardedBroker(broker, live=live, live_trading=self.live_trading,

@@ -28,7 +28,8 @@ class TwelveDataResource(HidesSecrets, MarketDataResource):
     SECRET_KEYS: ClassVar[dict[str, str]] = {"api_key": "TWELVE_DATA_API_KEY"}
 
     api_key: str | None = None
-    secrets: AwsSecretsResource | None = None  # aws mode: the key is read from the secret at run time
+    secret_id: str | None = None  # aws mode: the key is read from this secret at run time
+    secret_region: str | None = None
     base_url: str | None = None
     credits_per_minute: int = 8
     timezone: str = "UTC"
@@ -68,7 +69,8 @@ class AlpacaBarsResource(HidesSecrets, MarketDataResource):
 
     api_key: str | None = None
     secret_key: str | None = None
-    secrets: AwsSecretsResource | None = None
+    secret_id: str | None = None
+    secret_region: str | None = None
     url_override: str | None = None
     feed: str = "iex"
     timeout: float = 10.0
@@ -94,7 +96,8 @@ class IGPricesResource(HidesSecrets, MarketDataResource):
     username: str | None = None
     password: str | None = None
     api_key: str | None = None
-    secrets: AwsSecretsResource | None = None
+    secret_id: str | None = None
+    secret_region: str | None = None
     acc_type: str = "demo"
     acc_number: str | None = None
     base_url: str | None = None
