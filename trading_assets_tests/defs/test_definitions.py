@@ -88,3 +88,23 @@ def test_bars_are_due_after_each_bar_and_the_schedule_says_what_it_requests(defs
     schedule = defs.resolve_schedule_def("ema_concentration_every_bar")
     assert schedule.owners == ["team:trading"]
     assert "13 a day" in schedule.metadata["partitions"].value
+
+
+def test_the_code_location_loads_in_aws_mode_without_calling_aws(monkeypatch):
+    """The code server starts before any secret or table is needed (nothing is called at
+    load: the endpoint below does not exist), and every resource the jobs use is bound."""
+    from trading_assets.definitions import defs as load
+    from trading_assets.resources.dynamodb_io_manager import DynamoDbLedgerIOManager
+    from trading_assets.resources.io_managers import S3ParquetIOManager
+    from trading_assets.resources.ledger import DynamoDbLedgerResource
+
+    for name, value in {"TRADING_ENV": "aws", "AWS_REGION": "eu-west-1", "TRADING_S3_BUCKET": "prod-assets",
+                        "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}.items():
+        monkeypatch.setenv(name, value)
+    loaded = load()
+    loaded.resolve_job_def("ema_concentration_job")
+    assert isinstance(loaded.resources["io_manager"], S3ParquetIOManager)
+    assert loaded.resources["io_manager"].bucket == "prod-assets"
+    assert isinstance(loaded.resources["ledger"], DynamoDbLedgerResource)
+    assert isinstance(loaded.resources["ledger_io_manager"], DynamoDbLedgerIOManager)
+    assert loaded.resources["ema_concentration_broker"].secret_id == "trading/brokers"
