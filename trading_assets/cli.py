@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -371,6 +372,23 @@ def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_
     return EXIT_FAILED if failures else EXIT_OK
 
 
+def _aws_setup(command: Callable[[], int]) -> int:
+    """Run an AWS command; a missing setting or an AWS setup problem (no credentials, no
+    region, access denied) is one line, exit 2, not a traceback."""
+    from trading_assets.adapters.aws.clients import AwsSetupError, explain
+    from trading_assets.settings import MissingSetting
+
+    try:
+        return command()
+    except (MissingSetting, AwsSetupError) as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        setup = explain(exc, "the AWS world")
+        if setup is None:
+            raise
+        raise UsageError(str(setup)) from None
+
+
 def _tick_arguments() -> argparse.ArgumentParser:
     """--day, --tick, --pool-wait and --verbose, shared by `run` and `run-aws`."""
     ticks = argparse.ArgumentParser(add_help=False)
@@ -414,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "aws-bootstrap":
             from trading_assets.cli_aws import aws_bootstrap
 
-            return aws_bootstrap()
+            return _aws_setup(aws_bootstrap)
         if args.command == "run-aws":
             from trading_assets.cli_aws import run_aws
 

@@ -129,3 +129,18 @@ def test_run_aws_prints_the_local_table_and_where_the_results_are(tmp_path):
     assert "s3://trading-assets-local/assets/ (8 objects)" in out
     assert "DynamoDB trading-transactions:           1 items" in out
     assert "TRADING_ENV=aws" in out and "notifications published to arn:aws:sns:" in out
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"TRADING_S3_BUCKET": "b"}, "AWS_REGION is not set"),
+    ({"TRADING_S3_BUCKET": "b", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+     "no AWS credentials for DynamoDB table trading-transactions"),
+])
+def test_bootstrap_without_region_or_credentials_is_one_clear_line(tmp_path, env, says):
+    done = subprocess.run([sys.executable, "-m", "trading_assets", "aws-bootstrap"], cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true",
+                               "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                               "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), **env},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: {says}") and "Traceback" not in done.stderr
