@@ -16,15 +16,12 @@ receive).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trading_assets.adapters.sqlite.util import connect, ensure_schema, reading
+from trading_assets.adapters.sqlite.util import ensure_schema, reading, transaction
 from trading_assets.core.messaging import QueuedAlert, check_put, check_receive, check_release
 
 _SCHEMA = """
@@ -66,23 +63,6 @@ ORDER BY seq LIMIT :limit
 _POLL_SECONDS = 0.05
 
 
-@contextmanager
-def _durable_transaction(path: Path) -> Iterator[sqlite3.Connection]:
-    """`util.transaction` with synchronous=FULL: the commit is on disk when it returns."""
-    conn = connect(path)
-    try:
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
 def _time(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -114,7 +94,7 @@ class SqliteAlertQueue:
         check_put(alert_id, body, group)
         self._ready()
         now = time.time()
-        with _durable_transaction(self.path) as conn:
+        with transaction(self.path, durable=True) as conn:
             seen = conn.execute("INSERT OR IGNORE INTO alert_seen (alert_id, grp, received_at) VALUES (?, ?, ?)",
                                 (alert_id, group, now))
             if seen.rowcount == 0:
@@ -146,7 +126,7 @@ class SqliteAlertQueue:
 
     def _claim(self, max_messages: int) -> list[QueuedAlert]:
         claimed: list[QueuedAlert] = []
-        with _durable_transaction(self.path) as conn:
+        with transaction(self.path, durable=True) as conn:
             now = time.time()
             # dead ones are moved on the way, so look a little further than max_messages
             rows = conn.execute(_DELIVERABLE, {"now": now, "limit": max_messages + 100}).fetchall()
@@ -174,13 +154,13 @@ class SqliteAlertQueue:
         """Deletes the alert if `msg` is still its latest delivery; an ack of a delivery
         that timed out and went to another consumer is ignored (that consumer owns it)."""
         self._ready()
-        with _durable_transaction(self.path) as conn:
+        with transaction(self.path, durable=True) as conn:
             conn.execute("DELETE FROM alert_queue WHERE alert_id = ? AND receipt = ?", (msg.alert_id, msg.receipt))
 
     def release(self, msg: QueuedAlert, delay_seconds: int = 0) -> None:
         check_release(delay_seconds)
         self._ready()
-        with _durable_transaction(self.path) as conn:
+        with transaction(self.path, durable=True) as conn:
             conn.execute("UPDATE alert_queue SET visible_at = ? WHERE alert_id = ? AND receipt = ?",
                          (time.time() + delay_seconds, msg.alert_id, msg.receipt))
 

@@ -21,11 +21,14 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 
 @contextmanager
-def transaction(path: str | Path) -> Iterator[sqlite3.Connection]:
+def transaction(path: str | Path, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
     """An IMMEDIATE (write-locking) transaction: read-check-write sequences inside it
-    are atomic with respect to other processes."""
+    are atomic with respect to other processes. `durable`: synchronous=FULL, so the
+    commit is on disk when it returns (what an "accepted" answer may rely on)."""
     conn = connect(path)
     try:
+        if durable:
+            conn.execute("PRAGMA synchronous=FULL")
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
