@@ -28,10 +28,8 @@ from trading_assets.resources.ledger import SqliteLedgerResource
 from trading_assets.resources.market_data import market_data_resource
 from trading_assets.resources.messaging import (
     AwsSecretsResource,
-    LogNotifierResource,
-    SnsNotifierResource,
-    SqliteAlertQueueResource,
-    SqsAlertQueueResource,
+    alert_queue_resource,
+    notifier_resource,
 )
 from trading_assets.resources.trading import TradingSettings
 
@@ -50,8 +48,8 @@ def local_resources(base: Path | None = None, **overrides: object) -> dict[str, 
         "ledger": SqliteLedgerResource(path=str(base / "ledger.sqlite")),
         "io_manager": frames,
         LEDGER_IO_MANAGER: frames,
-        "alert_queue": SqliteAlertQueueResource(path=str(base / "alerts.sqlite")),
-        "notifier": LogNotifierResource(),
+        "alert_queue": alert_queue_resource("local", base=base),
+        "notifier": notifier_resource("local"),
         **_flow_settings(),
     }
     resources.update(overrides)
@@ -75,11 +73,9 @@ def aws_resources(**overrides: object) -> dict[str, object]:
         "io_manager": S3ParquetIOManager(bucket=aws.bucket, prefix=aws.s3_prefix, region=aws.region),
         LEDGER_IO_MANAGER: DynamoDbLedgerIOManager(region=aws.region, transactions_table=aws.transactions_table,
                                                    equity_table=aws.equity_table),
-        "alert_queue": SqsAlertQueueResource(region=aws.region, queue_name=aws.alert_queue,
-                                             dedupe_table=aws.orders_table),
+        "alert_queue": alert_queue_resource("aws"),
         # without a topic (a first bootstrap), notifications are logged rather than lost in an error
-        "notifier": (SnsNotifierResource(region=aws.region, topic_arn=aws.topic_arn) if aws.topic_arn
-                     else LogNotifierResource()),
+        "notifier": notifier_resource("aws"),
         "secrets": secrets,
         **_flow_settings(),
     }

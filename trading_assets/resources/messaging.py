@@ -10,6 +10,7 @@ not care which world it runs in. None of these fields is a secret: they are name
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import overload
 
 import dagster as dg
@@ -107,3 +108,29 @@ class AwsSecretsResource(dg.ConfigurableResource):
 
         secrets = SecretsManagerSecrets(self.region, self.secret_id, self.ttl_seconds)
         return secrets if name is None else secrets.get(name)
+
+
+# ----------------------------------------------------------------------------- by environment
+
+
+def alert_queue_resource(env: str, *, base: Path | None = None) -> AlertQueueResource:
+    """The alert queue of `env`: `alerts.sqlite` under `base` (default TRADING_DATA_DIR)
+    locally, the SQS FIFO queue named by `settings.aws()` in aws mode. The gateway, the
+    worker and the Dagster definitions all take it from here, so they share one queue."""
+    from trading_assets import settings
+
+    if env == "local":
+        return SqliteAlertQueueResource(path=str((base or settings.data_dir()) / "alerts.sqlite"))
+    if env == "aws":
+        aws = settings.aws()
+        return SqsAlertQueueResource(region=aws.region, queue_name=aws.alert_queue, dedupe_table=aws.orders_table)
+    raise ValueError(f"no alert queue for TRADING_ENV={env!r}")
+
+
+def notifier_resource(env: str) -> NotifierResource:
+    """SNS in aws mode (the log until TRADING_SNS_TOPIC_ARN is set), the log locally."""
+    from trading_assets import settings
+
+    if env == "aws" and (topic := settings.aws().topic_arn):
+        return SnsNotifierResource(region=settings.aws().region, topic_arn=topic)
+    return LogNotifierResource()
