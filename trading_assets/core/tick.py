@@ -110,8 +110,13 @@ def run_tick(
     kill_switch: bool = False,
     max_tick_age_minutes: int | None = None,
     now: datetime | None = None,
+    forward_only: bool = True,
 ) -> TickReport:
-    """Sync, baseline, reconcile, gate, mark, plan and execute one tick exactly once."""
+    """Sync, baseline, reconcile, gate, mark, plan and execute one tick exactly once.
+
+    `forward_only` (scheduled flows): a tick older than the newest processed one plans
+    nothing. Alert-driven flows pass False: their partitions are alerts of many symbols,
+    and the order that matters (per symbol) is kept by the flow's own state machine."""
     now = now or datetime.now(UTC)
     recovered = sync_open_intents(broker, ledger, flow)
     account = broker.account()
@@ -123,7 +128,7 @@ def run_tick(
         raise PositionDrift(drift)
 
     latest = ledger.latest_plan_key(flow)
-    newest = latest is None or partition_key >= latest
+    newest = latest is None or partition_key >= latest or not forward_only
     if newest:
         broker.observe_prices(prices, bar_end)  # never mark the account to an old tick
     age_min = (now - bar_end).total_seconds() / 60
@@ -173,15 +178,16 @@ class EquityOutcome:
 
 
 def settle_equity(broker: Broker, ledger: Ledger, *, flow: str, partition_key: str,
-                  bar_end: datetime) -> EquityOutcome:
-    """Record the account as this tick's value only if no later tick was processed."""
+                  bar_end: datetime, forward_only: bool = True) -> EquityOutcome:
+    """Record the account as this tick's value only if no later tick was processed
+    (`forward_only=False`, alert-driven flows: always, as of the alert's time)."""
     account = broker.account()
     positions = {p.symbol: p.qty for p in broker.positions()}
     acct = account_key(broker, account.account_id)
     latest = ledger.latest_plan_key(flow)
     curve = ledger.equity_curve(flow)
     recorded = curve[curve["partition_key"] == partition_key]
-    if latest is None or partition_key >= latest:
+    if latest is None or partition_key >= latest or not forward_only:
         ledger.record_equity(EquitySnapshot(flow, partition_key, acct, bar_end, account.cash,
                                             account.equity, account.buying_power, positions))
         curve = ledger.equity_curve(flow)

@@ -72,6 +72,17 @@ def test_an_older_tick_is_gated_and_never_marks_the_account(paper, ledger):
     assert paper.account().equity == marked
 
 
+def test_an_alert_flow_is_not_gated_by_partition_order_and_records_its_equity(paper, ledger):
+    """Alert-driven flows (forward_only=False): an alert that sorts before the newest one
+    processed (another symbol's, say) still plans, trades and records equity once."""
+    tick(paper, ledger, T2, price=100.0, plan=lambda state: TickPlan())
+    later_sorted_earlier = tick(paper, ledger, T1, price=100.0, forward_only=False)
+    assert later_sorted_earlier.gated is None and later_sorted_earlier.execution.submitted
+    outcome = settle_equity(paper, ledger, flow=FLOW, partition_key=T1, bar_end=END[T1], forward_only=False)
+    assert outcome.recorded and outcome.positions == {"SPY": 10}
+    assert len(tick(paper, ledger, T1, price=100.0, forward_only=False).execution.submitted) == 0  # rerun
+
+
 def test_a_stale_tick_is_gated_when_a_max_age_is_set(paper, ledger):
     report = run_tick(paper, ledger, flow=FLOW, partition_key=T1, bar_end=END[T1], prices={"SPY": 100.0},
                       plan=buy(), max_tick_age_minutes=30, now=END[T1] + timedelta(hours=2))
