@@ -15,6 +15,8 @@ from pathlib import Path
 ENVIRONMENTS = ("local", "aws")
 FLOWS = ("ema_concentration", "fib_retracement", "trend_dmi", "ma_crossover", "knn_shadow")
 BROKERS = ("paper", "alpaca", "ig", "tradovate")
+# Flows that go short (futures, CFDs): their paper account allows it; the others are cash accounts.
+SHORTING_FLOWS = ("fib_retracement", "trend_dmi", "knn_shadow")
 KILL_SWITCH_ENV = "TRADING_KILL_SWITCH"
 _TRUTHY = {"1", "true", "yes", "on"}
 
@@ -119,6 +121,24 @@ def endpoint(variable: str) -> str | None:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"{variable}={value!r} is not an http(s) URL, e.g. http://127.0.0.1:8080")
     return value
+
+
+# ----------------------------------------------------------------------------- webhook gateway
+
+#: The TradingView webhook's shared secret: this variable locally, the key of the same name
+#: in the Secrets Manager secret (`aws().secret_id`) in aws mode.
+TRADINGVIEW_PASSPHRASE = "TRADINGVIEW_PASSPHRASE"
+#: What the local gateway and `python -m trading_assets alert` use when TRADINGVIEW_PASSPHRASE
+#: is unset, so `make dev` then `alert` work out of the box. The gateway refuses it on any
+#: address other than loopback.
+LOCAL_TRADINGVIEW_PASSPHRASE = "local-dev-passphrase"
+
+
+def tradingview_passphrase() -> str:
+    """The local webhook passphrase, read now: `TRADINGVIEW_PASSPHRASE`, or the development
+    default above when unset (aws mode reads Secrets Manager instead, not this). The one
+    secret read here: the gateway is not a Dagster process, so there is no EnvVar for it."""
+    return env_str(TRADINGVIEW_PASSPHRASE, LOCAL_TRADINGVIEW_PASSPHRASE)
 
 
 # ----------------------------------------------------------------------------- AWS world

@@ -43,11 +43,13 @@ class PaperBrokerResource(BrokerResource):
     starting_cash: float = 100_000.0
     commission_per_share: float = 0.0
     slippage_bps: float = 0.0
+    allow_short: bool = False  # the futures/CFD flows go short; the equity flows never do
 
     def get(self) -> Broker:
         from trading_assets.adapters.paper.broker import PaperBroker
 
-        paper = PaperBroker(self.state_path, self.starting_cash, self.commission_per_share, self.slippage_bps)
+        paper = PaperBroker(self.state_path, self.starting_cash, self.commission_per_share, self.slippage_bps,
+                            allow_short=self.allow_short)
         return GuardedBroker(paper, live=False, kill_switch=settings.kill_switch_engaged)
 
 
@@ -162,7 +164,8 @@ def broker_resource(name: str, *, flow: str = "default", base: Path | None = Non
     live_trading = settings.live_trading_enabled()
     if name == "paper":
         base = Path(base) if base is not None else settings.data_dir()
-        return PaperBrokerResource(state_path=str(base / f"paper_{flow}.sqlite"))
+        return PaperBrokerResource(state_path=str(base / f"paper_{flow}.sqlite"),
+                                   allow_short=flow in settings.SHORTING_FLOWS)
     if name == "alpaca":
         return AlpacaBrokerResource(
             **credentials(AlpacaBrokerResource, secrets),

@@ -1,6 +1,8 @@
 """The paper broker: fills at the tick's price with slippage and commission, idempotent on
 client order id, a cash account that rejects what a real one would, persisted in SQLite."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from trading_assets.adapters.paper.broker import PaperBroker
@@ -91,3 +93,23 @@ def test_close_position_sells_everything_once(broker):
     assert broker.positions() == []
     assert broker.close_position("TQQQ", "close-1") == closed  # idempotent
     assert broker.close_position("TQQQ", "close-2") is None  # nothing left
+
+
+def test_a_shorting_account_sells_below_zero_marks_and_covers(tmp_path):
+    broker = PaperBroker(tmp_path / "futures.sqlite", starting_cash=100_000.0, allow_short=True)
+    broker.submit_order(OrderRequest("s1", "MNQZ6", Side.SELL, 2, reference_price=24_500.0))
+    [pos] = broker.positions()
+    assert (pos.qty, pos.avg_entry_price) == (-2, 24_500.0)
+    assert broker.account().cash == 100_000.0 + 49_000.0
+    broker.observe_prices({"MNQZ6": 24_400.0}, datetime(2026, 12, 2, 15, 0, tzinfo=UTC))
+    assert broker.account().equity == 100_000.0 + 2 * 100.0  # the short gained 100 a contract
+    broker.submit_order(OrderRequest("b1", "MNQZ6", Side.BUY, 3, reference_price=24_400.0))  # cover and go long 1
+    [pos] = broker.positions()
+    assert (pos.qty, pos.avg_entry_price) == (1, 24_400.0)
+    assert broker.close_position("MNQZ6", "c1").side is Side.SELL and broker.positions() == []
+
+
+def test_a_cash_account_still_refuses_to_go_short(tmp_path):
+    broker = PaperBroker(tmp_path / "cash.sqlite", starting_cash=100_000.0)
+    with pytest.raises(OrderRejected, match="insufficient qty"):
+        broker.submit_order(OrderRequest("s1", "TQQQ", Side.SELL, 1, reference_price=50.0))

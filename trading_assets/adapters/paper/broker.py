@@ -6,9 +6,11 @@ positions, orders, last prices) lives in one SQLite file, so it survives process
 two overlapping runs see one consistent account. Idempotent on client order id:
 submitting an id it already holds returns that order and changes nothing.
 
-A cash account: no margin, no shorting. Buying more than cash allows, or selling more
-than is held, is rejected with the reason (the same typed `OrderRejected` a real broker
-raises).
+A cash account by default: no margin, no shorting. Buying more than cash allows, or
+selling more than is held, is rejected with the reason (the same typed `OrderRejected` a
+real broker raises). `allow_short=True` (the futures and CFD flows, which go short as a
+matter of course) lets a sell go below zero: the proceeds are cash, the short position
+is marked at the last price (equity = cash + signed qty x price), a buy covers it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _average_entry(held: float, avg: float, new_qty: float, fill_price: float) -> float:
+    """Entry price of the signed position after a fill: weighted when it grows, kept when
+    it shrinks, the fill's price for what is left when it crosses zero, 0 when flat."""
+    if abs(new_qty) < 1e-12:
+        return 0.0
+    if held == 0 or (held > 0) != (new_qty > 0):
+        return fill_price
+    if abs(new_qty) > abs(held):
+        return (abs(held) * avg + (abs(new_qty) - abs(held)) * fill_price) / abs(new_qty)
+    return avg
+
+
 class PaperBroker:
     """Simulated broker account persisted in SQLite (see module docstring)."""
 
@@ -59,6 +73,7 @@ class PaperBroker:
         commission_per_share: float = 0.0,
         slippage_bps: float = 0.0,
         account_id: str = "paper",
+        allow_short: bool = False,
     ) -> None:
         if starting_cash < 0 or commission_per_share < 0 or slippage_bps < 0:
             raise ValueError("starting_cash, commission_per_share and slippage_bps must be >= 0")
@@ -66,6 +81,7 @@ class PaperBroker:
         self.account_id = account_id
         self.commission_per_share = commission_per_share
         self.slippage_bps = slippage_bps
+        self.allow_short = allow_short
         ensure_schema(self.path, _SCHEMA)
         with transaction(self.path) as conn:
             conn.execute(
@@ -159,16 +175,15 @@ class PaperBroker:
                         f"insufficient buying power: order costs {cost:.2f}, cash is {cash:.2f}",
                         broker=self.name, reason="insufficient buying power")
                 new_qty = held + request.qty
-                new_avg = (held * avg + request.qty * fill_price) / new_qty
                 new_cash = cash - cost
             else:
-                if request.qty > held + 1e-9:
+                if request.qty > held + 1e-9 and not self.allow_short:
                     raise OrderRejected(
                         f"insufficient qty: selling {request.qty:g} {request.symbol}, holding {held:g}",
                         broker=self.name, reason="insufficient qty")
                 new_qty = held - request.qty
-                new_avg = avg if new_qty > 0 else 0.0
                 new_cash = cash + request.qty * fill_price - commission
+            new_avg = _average_entry(held, avg, new_qty, fill_price)
             conn.execute("UPDATE account SET cash = ? WHERE account_id = ?", (new_cash, self.account_id))
             conn.execute(
                 "INSERT INTO positions (symbol, qty, avg_entry_price) VALUES (?, ?, ?) "
