@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import requests
 
 from trading_assets.adapters.ratelimit import RateLimiter
 from trading_assets.adapters.sqlite.ledger import SqliteLedger
@@ -83,8 +84,10 @@ def test_token_is_renewed_before_expiration_time_without_a_new_login(tv) -> None
     broker.positions()
     fake.clock.advance(75 * 60)  # 80-minute tokens; renewal window is the last 10 minutes
     broker.positions()
-    assert paths(fake, "/auth/renewaccesstoken") == 1
-    assert paths(fake, "/auth/accesstokenrequest") == 1
+    assert (fake.login_count(), fake.renew_count()) == (1, 1)
+    fake.clock.advance(70 * 60)  # the renewed token is good for 80 minutes from renewal
+    broker.positions()
+    assert (fake.login_count(), fake.renew_count()) == (1, 2)
 
 
 def test_token_past_expiration_logs_in_again(tv) -> None:
@@ -95,22 +98,85 @@ def test_token_past_expiration_logs_in_again(tv) -> None:
     assert paths(fake, "/auth/accesstokenrequest") == 2
 
 
-def test_401_renews_once_and_the_call_succeeds(tv) -> None:
+def test_401_logs_in_again_without_renewing_the_refused_token(tv) -> None:
+    """A token the server just refused cannot be renewed (renewal needs a valid token):
+    trying wastes one of the 10 auth calls a minute. One login, then the call again."""
     broker, fake = tv
     broker.positions()
-    fake.fault_expire_session()  # server forgets every token: renewal fails too
+    fake.fault_expire_session()  # the server revokes the token
     assert broker.account().cash == 50_000.0
-    assert paths(fake, "/auth/accesstokenrequest") == 2
+    assert (fake.login_count(), fake.renew_count()) == (2, 0)
     assert sum(1 for r in fake.requests if r.path.endswith("/getcashbalancesnapshot")) == 2
 
 
-def test_401_on_an_order_post_rechecks_then_places_exactly_once(tv) -> None:
+def test_401_on_an_order_post_logs_in_rechecks_then_places_exactly_once(tv) -> None:
     broker, fake = tv
     broker.positions()
     fake.fault_expire_session()
     order = broker.submit_order(buy("sess-1"))
     assert order.status is OrderStatus.FILLED
     assert fake.order_count("sess-1") == 1
+    assert (fake.login_count(), fake.renew_count()) == (2, 0)
+
+
+def test_401_on_a_close_logs_in_once_and_closes_once(tv) -> None:
+    broker, fake = tv
+    broker.submit_order(buy("sess-o", qty=2))
+    fake.fault_expire_session()
+    closed = broker.close_position("MESZ6", "sess-c")
+    assert closed is not None and closed.side is Side.SELL and closed.filled_qty == 2
+    assert fake.order_count("sess-c") == 1 and fake.net_pos("MESZ6") == 0
+    assert (fake.login_count(), fake.renew_count()) == (2, 0)
+
+
+@pytest.mark.parametrize("step", ["submit", "close"])
+def test_401_on_the_order_post_itself_logs_in_once_and_places_once(tv, step: str) -> None:
+    """The lookups before the POST went through; the POST itself is refused (401,
+    nothing processed). One login (no renewal of the refused token), a fresh lookup by
+    id, and the order is sent once more, once."""
+    broker, fake = tv
+    broker.submit_order(buy("post-o", qty=2))
+    fake.fault_revoke_at(r"/v1/order/placeorder")
+    if step == "submit":
+        order, coid = broker.submit_order(buy("post-1")), "post-1"
+    else:
+        order, coid = broker.close_position("MESZ6", "post-c"), "post-c"
+    assert order is not None and order.client_order_id == coid
+    assert order.status is OrderStatus.FILLED
+    assert fake.order_count(coid) == 1 and fake.order_posts() == 3  # entry, refused, sent
+    assert (fake.login_count(), fake.renew_count()) == (2, 0)
+    assert fake.net_pos("MESZ6") == (3 if step == "submit" else 0)
+
+
+def test_a_renewal_with_a_revoked_token_is_refused_by_the_fake(tv) -> None:
+    """The fake is not kinder than Tradovate: only a valid token can be renewed."""
+    broker, fake = tv
+    broker.positions()
+    token = broker._token
+    fake.fault_expire_session()
+    refused = requests.get(f"{fake.url}/v1/auth/renewaccesstoken", timeout=2,
+                           headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401
+
+
+def test_logins_over_the_auth_limit_get_a_captcha_ticket_inside_http_200(tv) -> None:
+    """Tradovate allows 10 authentication requests a minute; the 11th login is answered
+    HTTP 200 with a p-ticket demanding a captcha, which the adapter reports as a typed
+    rate limit (and stops calling) instead of retrying."""
+    _, fake = tv
+    fresh = [make_broker(fake) for _ in range(11)]
+    try:
+        for b in fresh[:10]:
+            b.positions()
+        with pytest.raises(RateLimited) as info:
+            fresh[10].positions()
+        assert "captcha" in str(info.value)
+        assert fake.login_count() == 11 and fake.hammered == 0
+        fake.clock.advance(61)
+        assert fresh[0].positions() == []  # tokens already issued keep working
+    finally:
+        for b in fresh:
+            b.close()
 
 
 # ----------------------------------------------------------------------------- orders
@@ -296,24 +362,113 @@ def test_positions_are_signed_and_flat_ones_are_skipped(tv) -> None:
     assert short.avg_entry_price == pytest.approx(20450.5)
 
 
-def test_close_liquidates_once_and_is_idempotent(tv) -> None:
+def test_close_is_an_order_carrying_our_id_once_and_is_idempotent(tv) -> None:
+    """`liquidateposition` carries no client id; the close is a market order in the
+    opposite direction with our id in `clOrdId`, so any process can find it."""
     broker, fake = tv
     broker.submit_order(buy("o-1", qty=2))
     closed = broker.close_position("MESZ6", "c-1")
     assert closed is not None and closed.side is Side.SELL and closed.filled_qty == 2
-    assert fake.bodies("/order/liquidateposition")[0]["isAutomated"] is True
+    assert closed.client_order_id == "c-1" and closed.status is OrderStatus.FILLED
+    body = fake.bodies("/order/placeorder")[-1]
+    assert (body["clOrdId"], body["action"], body["orderQty"], body["orderType"]) == (
+        "c-1", "Sell", 2, "Market")
+    assert body["isAutomated"] is True and body["symbol"] == "MESZ6"
     assert broker.close_position("MESZ6", "c-1").broker_order_id == closed.broker_order_id
     assert broker.close_position("MESZ6", "c-2") is None  # already flat: nothing sent
-    assert paths(fake, "/order/liquidateposition") == 1 and fake.net_pos("MESZ6") == 0
+    assert paths(fake, "/order/liquidateposition") == 0
+    assert fake.order_count("c-1") == 1 and fake.order_count("c-2") == 0
+    assert fake.net_pos("MESZ6") == 0
 
 
-def test_close_after_a_timeout_finds_the_liquidation(tv) -> None:
+def test_close_rerun_in_a_new_process_returns_the_same_order_and_sends_nothing(tv) -> None:
+    """A rerun after a crash is a new adapter: nothing in memory, same server."""
+    broker, fake = tv
+    broker.submit_order(buy("o-np", qty=2))
+    closed = broker.close_position("MESZ6", "c-np")
+    posts = fake.order_posts()
+    fresh = make_broker(fake)
+    try:
+        again = fresh.close_position("MESZ6", "c-np")
+        assert again is not None, "closed by this id must not read as 'nothing to close'"
+        assert again.broker_order_id == closed.broker_order_id
+        assert (again.side, again.filled_qty, again.status) == (Side.SELL, 2, OrderStatus.FILLED)
+        assert fake.order_posts() == posts and fake.order_count("c-np") == 1
+    finally:
+        fresh.close()
+
+
+def test_old_close_rerun_after_a_later_buy_leaves_the_new_position_alone(tv) -> None:
+    broker, fake = tv
+    broker.submit_order(buy("o-t1"))
+    closed = broker.close_position("MESZ6", "c-t1")
+    broker.submit_order(buy("o-t2", qty=3))  # a later tick buys again
+    for adapter in (broker, fresh := make_broker(fake)):  # same process, then a new one
+        again = adapter.close_position("MESZ6", "c-t1")
+        assert again is not None and again.broker_order_id == closed.broker_order_id
+    fresh.close()
+    assert fake.net_pos("MESZ6") == 3, "the re-run of the old close sold the new position"
+    assert fake.order_count("c-t1") == 1 and fake.order_posts() == 3
+
+
+def test_get_order_of_a_close_from_a_fresh_adapter_finds_it(tv) -> None:
+    broker, fake = tv
+    broker.submit_order(buy("o-g"))
+    closed = broker.close_position("MESZ6", "c-g")
+    fresh = make_broker(fake)
+    try:
+        found = fresh.get_order("c-g")
+        assert found is not None and found.broker_order_id == closed.broker_order_id
+        assert (found.client_order_id, found.side, found.symbol) == ("c-g", Side.SELL, "MESZ6")
+    finally:
+        fresh.close()
+
+
+def test_a_short_position_closes_with_a_buy_of_its_size(tv) -> None:
+    broker, fake = tv
+    broker.submit_order(OrderRequest("s-open", "MNQZ6", Side.SELL, 3))
+    closed = broker.close_position("MNQZ6", "s-close")
+    assert closed is not None and closed.side is Side.BUY and closed.filled_qty == 3
+    body = fake.bodies("/order/placeorder")[-1]
+    assert (body["clOrdId"], body["action"], body["orderQty"]) == ("s-close", "Buy", 3)
+    assert fake.net_pos("MNQZ6") == 0 and broker.positions() == []
+
+
+def test_nothing_open_and_an_unknown_id_is_none_and_sends_nothing(tv) -> None:
+    broker, fake = tv
+    assert broker.close_position("MESZ6", "c-none") is None  # never traded
+    broker.submit_order(buy("o-f"))
+    broker.submit_order(OrderRequest("o-f2", "MESZ6", Side.SELL, 1))  # flat: netPos 0 row
+    assert any(p["netPos"] == 0 for p in fake.positions.values())
+    assert broker.close_position("MESZ6", "c-flat") is None
+    assert broker.close_position("NOPEZ9", "c-unknown-contract") is None
+    assert fake.order_posts() == 2 and fake.order_count("c-flat") == 0
+
+
+def test_close_cancels_the_contracts_working_bracket_legs_like_liquidation(tv) -> None:
+    """`liquidateposition` also cancelled the contract's working orders; the close by
+    order does it explicitly, before the market order, so no bracket leg is left to
+    open a new position after the close."""
+    broker, fake = tv
+    broker.submit_order(buy("br-c", take_profit=5870.0, stop_loss=5840.0))
+    legs = [o["id"] for o in fake.orders.values() if o.get("parentId")]
+    assert len(legs) == 2
+    closed = broker.close_position("MESZ6", "c-br")
+    assert closed is not None and closed.side is Side.SELL
+    assert sorted(b["orderId"] for b in fake.bodies("/order/cancelorder")) == sorted(legs)
+    assert all(fake.orders[i]["ordStatus"] == "Canceled" for i in legs)
+    fake.set_price("MESZ6", 5839.0)  # through the old stop: nothing happens any more
+    assert fake.net_pos("MESZ6") == 0 and broker.positions() == []
+
+
+def test_close_after_a_timeout_finds_the_close_and_never_resends(tv) -> None:
     broker, fake = tv
     broker.submit_order(buy("o-2"))
     fake.fault_timeout_after_accept()
     closed = broker.close_position("MESZ6", "c-3")
     assert closed is not None and closed.status is OrderStatus.FILLED
-    assert paths(fake, "/order/liquidateposition") == 1 and broker.positions() == []
+    assert fake.order_count("c-3") == 1 and fake.order_posts() == 2
+    assert broker.positions() == []
 
 
 # ----------------------------------------------------------------------------- limits

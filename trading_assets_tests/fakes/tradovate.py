@@ -5,7 +5,13 @@ Speaks the shapes in `broker-wire-spec.md` section 3 and the entity schemas of
 `Position`, `CommandResult`, `CashBalanceSnapshot`, `AccessTokenResponse`):
 
 - `POST /auth/accesstokenrequest`: a failed login is HTTP 200 with `errorText`;
-  tokens expire at `expirationTime` (on the fake's clock); `GET /auth/renewaccesstoken`.
+  tokens expire at `expirationTime` (on the fake's clock); `GET /auth/renewaccesstoken`
+  renews a token that is still valid, and refuses (401) one that expired or was revoked
+  (`fault_expire_session`): a dead token cannot be renewed, only replaced by a login.
+- Authentication is limited to 10 requests per minute (logins and renewals together,
+  refused ones included). Over the limit the answer is HTTP 200 with a penalty ticket;
+  from `accesstokenrequest` it always carries `p-captcha: true` (no API client can clear
+  it: about an hour). `login_count()`/`renew_count()` say how many reached the server.
 - Orders carry no `clOrdId`: it lives on the `Command` that created the order, so a
   client reconciles through `/command/list` (+ `/order/item`, `/orderVersion/deps`,
   `/fill/deps`). The fake does **not** deduplicate `clOrdId`, like the real server.
@@ -58,6 +64,9 @@ FAILURE_REASONS = {
     "Unauthorized", "UnknownReason", "Unsupported",
 }
 ORDER_POSTS = r"/v1/order/(placeorder|placeoso|liquidateposition)"
+LOGIN_PATH = "/v1/auth/accesstokenrequest"
+RENEW_PATH = "/v1/auth/renewaccesstoken"
+AUTH_LIMIT = (10, timedelta(minutes=1))  # published: 10 authentication requests per minute
 _ORDER_TYPES = {"Market", "Limit", "Stop", "StopLimit", "MIT", "QTS", "TrailingStop",
                 "TrailingStopLimit"}
 
@@ -146,6 +155,7 @@ class TradovateFake(FakeServer):
         self.penalties: dict[str, _Penalty] = {}
         self.lockout_until: datetime | None = None
         self.hammered = 0  # requests during a lockout or before p-time elapsed
+        self.auth_times: list[datetime] = []  # every auth request that reached the server
         self.timeout_delay = 2.0  # seconds a "timeout_after_accept" answer is held back
         # How new market orders fill. None: completely inside the POST. A list of
         # fractions of the quantity: the order stays Working, one fill per market move.
@@ -153,9 +163,16 @@ class TradovateFake(FakeServer):
 
     # ================================================================ test helpers
     def fault_expire_session(self) -> None:
-        """Every issued token stops working now (the next authenticated call gets 401)."""
+        """The server revokes every issued token now: the next authenticated call gets
+        401, and so does an attempt to renew one of them."""
         with self.lock:
             self.tokens.clear()
+
+    def fault_revoke_at(self, path: str = ORDER_POSTS) -> None:
+        """The server revokes every issued token just as the next request matching
+        `path` arrives, so that very request gets 401 (e.g. an order POST after the
+        lookups before it went through)."""
+        self.faults.add("revoke", path=path)
 
     def fault_rate_limit(self, times: int = 1, p_time: float = 3.0,
                          path: str = r"^/v1/(?!auth/)") -> None:
@@ -221,6 +238,14 @@ class TradovateFake(FakeServer):
             return sum(1 for c in self.commands
                        if c["commandType"] == "New" and c.get("clOrdId") == client_order_id)
 
+    def login_count(self) -> int:
+        """How many `accesstokenrequest` calls reached the server (refused ones too)."""
+        return sum(1 for r in self.requests if r.path == LOGIN_PATH)
+
+    def renew_count(self) -> int:
+        """How many `renewaccesstoken` calls reached the server (refused ones too)."""
+        return sum(1 for r in self.requests if r.path == RENEW_PATH)
+
     def order_posts(self) -> int:
         """How many order-placing requests reached the server."""
         return sum(1 for r in self.requests if re.fullmatch(ORDER_POSTS, r.path))
@@ -285,6 +310,14 @@ class TradovateFake(FakeServer):
             if req.method == "POST" and sent_ticket != pending.ticket:
                 return self._ticket(key, req, seconds=1.0)  # must resend with the ticket
             del self.penalties[key]
+        if req.path in (LOGIN_PATH, RENEW_PATH):
+            limit, window = AUTH_LIMIT
+            self.auth_times = [t for t in self.auth_times if now - t < window] + [now]
+            if len(self.auth_times) > limit:
+                if req.path == LOGIN_PATH:  # from accesstokenrequest always a captcha
+                    return self._ticket(key, req, seconds=3600.0, captcha=True)
+                wait = (self.auth_times[0] + window - now).total_seconds()
+                return self._ticket(key, req, seconds=max(1.0, wait))
         fault = self.faults.take(req, kinds=("lockout", "p_ticket", "error_text"))
         if fault is not None:
             if fault.kind == "lockout":
@@ -297,6 +330,8 @@ class TradovateFake(FakeServer):
                                     captcha=bool(fault.params.get("captcha", False)))
             return Response(200, {"errorText": fault.params["text"]})
         if auth:
+            if self.faults.take(req, kinds=("revoke",)) is not None:
+                self.tokens.clear()
             header = req.headers.get("authorization", "")
             token = header[7:] if header.startswith("Bearer ") else None
             expires = self.tokens.get(token or "")
@@ -360,6 +395,8 @@ class TradovateFake(FakeServer):
 
     @route("GET", r"/v1/auth/renewaccesstoken")
     def renew_access_token(self, req: Request) -> Response:
+        # The bearer check in the gate is the renewal's own rule: only a token that is
+        # still valid can be renewed; an expired or revoked one is refused with 401.
         gate = self._gate(req)
         return gate if gate is not None else Response(200, self._issue_token())
 

@@ -3,9 +3,11 @@
 Why it looks the way it does (see `broker-wire-spec.md` section 3):
 
 - **Tokens.** `POST /auth/accesstokenrequest` gives a bearer token with an
-  `expirationTime`; we renew with `GET /auth/renewaccesstoken` shortly before it, and on a
-  401 renew (or log in again) once and retry. A failed login is HTTP 200 with `errorText`;
-  it becomes `SessionExpired` carrying that text, never the password.
+  `expirationTime`; we renew with `GET /auth/renewaccesstoken` shortly before it (a
+  renewal needs a token that is still valid). On a 401 the server has refused the token,
+  so renewing it is pointless (one more of the 10 auth calls a minute, and penalty
+  tickets after that): we log in again once and retry. A failed login is HTTP 200 with
+  `errorText`; it becomes `SessionExpired` carrying that text, never the password.
 - **Errors inside HTTP 200.** `failureReason`/`failureText` on order calls become
   `OrderRejected(reason=...)`; `errorText` elsewhere becomes `BrokerError`. A 400 (or
   other plain 4xx) to an order POST is a reject too, with the server's words: the request
@@ -19,10 +21,15 @@ Why it looks the way it does (see `broker-wire-spec.md` section 3):
   order POST, and after any ambiguous failure, we look the id up in `/command/list`.
   Found: that order is returned. Not found after a timeout/5xx: `AmbiguousOrderError`;
   the POST is never resent blindly.
-- **Close** is `/order/liquidateposition`, which also cancels the contract's working
-  orders (bracket legs). It takes no `clOrdId`, so the close's client order id is mapped
-  to the liquidation order in memory; flattening is naturally idempotent (a flat
-  position is left alone).
+- **Close** is an ordinary market order (`/order/placeorder`) for the position's size in
+  the opposite direction, carrying our client order id in `clOrdId`, as
+  `core.execution.flatten_request` builds it for every broker. `/order/liquidateposition`
+  carries no client id, so a close made with it could not be recognised by a rerun in
+  another process: the rerun saw "nothing to close", or, after a later entry, sold the
+  new position. Found by its id (`/command/list`), a close is never sent twice, in any
+  process, whatever the position is now. Like a liquidation, a close first cancels the
+  contract's working orders (bracket legs, an unfilled entry), so none is left to open a
+  position after it.
 - `environment="live"` is real money; `GuardedBroker` refuses orders on it unless live
   trading is switched on explicitly.
 """
@@ -38,6 +45,7 @@ from typing import Any
 import requests
 
 from trading_assets.adapters.ratelimit import RateLimiter
+from trading_assets.core.execution import flatten_request
 from trading_assets.core.ports import (
     Account,
     AmbiguousOrderError,
@@ -74,6 +82,7 @@ _STATUS = {
     "Expired": OrderStatus.EXPIRED,
     "Rejected": OrderStatus.REJECTED,
 }
+_WORKING = ("PendingNew", "Working", "Suspended", "PendingReplace")  # a close cancels these
 _ORDER_TYPES = {"market": "Market", "limit": "Limit", "stop": "Stop", "stop_limit": "StopLimit"}
 _TIF = {"day": "Day", "gtc": "GTC", "ioc": "IOC", "fok": "FOK"}
 
@@ -91,7 +100,12 @@ class _Refused(BrokerError):
 
 
 class _Unauthorized(SessionExpired):
-    """A 401 on a call we chose not to retry automatically (order POSTs)."""
+    """A 401 on a call we chose not to retry automatically (order POSTs). `token` is the
+    bearer the server refused."""
+
+    def __init__(self, message: str, *, token: str | None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.token = token
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -160,7 +174,7 @@ class TradovateBroker:
         self._acct: dict[str, Any] | None = None
         self._contract_names: dict[int, str] = {}
         self._contract_ids: dict[str, int] = {}
-        self._known: dict[str, int] = {}  # client order id -> order id (incl. liquidations)
+        self._known: dict[str, int] = {}  # cache of /command/list: client order id -> order id
 
     @property
     def is_live(self) -> bool:
@@ -227,11 +241,11 @@ class TradovateBroker:
             status = resp.status_code
             if status == 401 and auth and token is None:
                 if retry_401 and not refreshed:
-                    self._refresh_after_401()
+                    self._login_after_401(bearer)
                     refreshed = True
                     continue
                 raise _Unauthorized(f"Tradovate answered 401 to {method} {path}",
-                                    broker=self.name)
+                                    token=bearer, broker=self.name)
             if status == 401:
                 raise SessionExpired(f"Tradovate answered 401 to {method} {path}",
                                      broker=self.name)
@@ -288,15 +302,16 @@ class TradovateBroker:
             assert self._token is not None
             return self._token
 
-    def _refresh_after_401(self) -> None:
-        """The server no longer accepts our token: renew it, or log in again."""
+    def _login_after_401(self, refused: str | None) -> None:
+        """The server refused the token `refused`: log in again. Never renew it first
+        (a renewal needs a valid token; with a dead one it is only a wasted auth call).
+        If another thread has already replaced that token, use the new one instead."""
         with self._lock:
-            try:
-                if self._token is None:
-                    raise SessionExpired("no token", broker=self.name)
-                self._renew()
-            except (SessionExpired, BrokerError):
-                self._login()
+            if (refused is not None and self._token is not None and self._token != refused
+                    and self._expires_at is not None and self._now() < self._expires_at):
+                return
+            self._token = self._expires_at = None
+            self._login()
 
     def _login(self) -> None:
         body: dict[str, Any] = {
@@ -451,14 +466,18 @@ class TradovateBroker:
         existing = self.get_order(request.client_order_id)
         if existing is not None:
             return existing  # Tradovate would happily place a second one: we don't
+        return self._place(request, body)
+
+    def _place(self, request: OrderRequest, body: dict[str, Any]) -> Order:
+        """POST an order whose id Tradovate was just checked not to have."""
         has_brackets = request.take_profit is not None or request.stop_loss is not None
         path = "/order/placeoso" if has_brackets else "/order/placeorder"
         try:
             try:
                 result = self._call("POST", path, json=body, retry_401=False)
-            except _Unauthorized:
-                # Refused before processing. Renew, make sure, then send once more.
-                self._refresh_after_401()
+            except _Unauthorized as exc:
+                # Refused before processing. Log in, make sure, then send once more.
+                self._login_after_401(exc.token)
                 existing = self.get_order(request.client_order_id)
                 if existing is not None:
                     return existing
@@ -505,35 +524,28 @@ class TradovateBroker:
         return after
 
     def close_position(self, symbol: str, client_order_id: str) -> Order | None:
-        known = self._find_order_id(client_order_id)
-        if known is not None:
-            return self._order(known, client_order_id)
-        acct_id = self._account()["id"]
-        contract_id = self._contract_id(symbol)
-        if contract_id is None or not self._net_pos(acct_id, contract_id):
+        """Flatten `symbol` with a market order carrying *our* client order id.
+
+        The order with this id, if Tradovate has one, is the answer, whatever the position
+        is now: a rerun (in any process) never sends a second close, and a rerun of an
+        old close never touches a position opened after it. Otherwise the contract's
+        working orders are cancelled (as a liquidation does) and the position's size is
+        sent the other way. None when there is no such order and nothing is open.
+        """
+        existing = self.get_order(client_order_id)
+        if existing is not None:
+            return existing
+        request = flatten_request(self.positions(), symbol, client_order_id)
+        if request is None:
             return None
-        body = {"accountId": acct_id, "contractId": contract_id, "admin": False,
-                "isAutomated": True}
-        try:
-            try:
-                result = self._call("POST", "/order/liquidateposition", json=body,
-                                    retry_401=False)
-            except _Unauthorized:
-                self._refresh_after_401()
-                if not self._net_pos(acct_id, contract_id):
-                    return self._latest_order_on(contract_id, client_order_id)
-                result = self._call("POST", "/order/liquidateposition", json=body,
-                                    retry_401=False)
-        except _TransportError as exc:
-            if not self._net_pos(acct_id, contract_id):
-                return self._latest_order_on(contract_id, client_order_id)
-            raise AmbiguousOrderError(
-                f"Tradovate liquidation of {symbol} had no clear answer ({exc}) and the "
-                "position is still open; not resent", broker=self.name) from exc
-        self._raise_if_failed(result, client_order_id)
-        order_id = int(result["orderId"])
-        self._known[client_order_id] = order_id
-        return self._order(order_id, client_order_id)
+        contract_id = self._contract_id(symbol)
+        if contract_id is not None and self._cancel_working(self._account()["id"],
+                                                            contract_id):
+            # Read again: a working order may have filled (in part) before its cancel.
+            request = flatten_request(self.positions(), symbol, client_order_id)
+            if request is None:
+                return None
+        return self._place(request, self._order_body(request))
 
     def observe_prices(self, prices: Mapping[str, float], as_of: datetime) -> None:
         """Tradovate marks its own positions; nothing to do."""
@@ -599,17 +611,21 @@ class TradovateBroker:
             f"Tradovate order {client_order_id}: {exc}; no order with this clOrdId yet; "
             "not resent (look it up again before retrying)", broker=self.name) from exc
 
-    def _net_pos(self, account_id: int, contract_id: int) -> int:
-        for p in self._call("GET", "/position/list") or []:
-            if p.get("accountId") == account_id and p.get("contractId") == contract_id:
-                return int(p.get("netPos") or 0)
-        return 0
-
-    def _latest_order_on(self, contract_id: int, client_order_id: str) -> Order | None:
-        orders = [o for o in self._call("GET", "/order/list") or []
-                  if o.get("contractId") == contract_id and o.get("ordStatus") == "Filled"]
-        if not orders:
-            return None
-        latest = max(orders, key=lambda o: int(o["id"]))
-        self._known[client_order_id] = int(latest["id"])
-        return self._order(int(latest["id"]), client_order_id)
+    def _cancel_working(self, account_id: int, contract_id: int) -> int:
+        """Cancel the working orders on a contract (what a liquidation does first);
+        how many there were."""
+        working = [o for o in self._call("GET", "/order/list") or []
+                   if o.get("accountId") == account_id and o.get("contractId") == contract_id
+                   and o.get("ordStatus") in _WORKING]
+        for o in working:
+            try:
+                result = self._call("POST", "/order/cancelorder",
+                                    json={"orderId": int(o["id"]), "isAutomated": True})
+            except (_NotFound, _Refused) as exc:
+                result = {"failureReason": "UnknownReason", "failureText": str(exc)}
+            if isinstance(result, dict) and result.get("failureReason") not in (
+                    None, "Success", "TooLate"):  # TooLate: it filled; the position says so
+                log.warning("Tradovate: could not cancel working order %s before closing: "
+                            "%s %s", o["id"], result.get("failureReason"),
+                            result.get("failureText") or "")
+        return len(working)
