@@ -34,8 +34,14 @@ run-aws: install home
 synth: install
 	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(PY) deploy/synth.py
 
-# `dg dev` (what `dagster dev` now recommends) serves this project: webserver + daemon.
+# The whole local stack: the TradingView webhook gateway (http://127.0.0.1:8000, options in
+# GATEWAY_ARGS, e.g. make dev GATEWAY_ARGS="--port 8001") in the background, and `dg dev`
+# (what `dagster dev` now recommends: webserver + daemon) in the foreground. Ctrl-C stops
+# both: the trap stops the gateway whichever way dg dev ends.
 dev: install home
+	@trap 'kill -TERM $$gateway 2>/dev/null; wait $$gateway 2>/dev/null' EXIT; trap 'exit 130' INT; \
+	trap 'exit 143' TERM; \
+	$(PY) -m trading_assets gateway $(GATEWAY_ARGS) & gateway=$$!; \
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dg dev
 
 test: install home

@@ -389,6 +389,101 @@ def _aws_setup(command: Callable[[], int]) -> int:
         raise UsageError(str(setup)) from None
 
 
+# ----------------------------------------------------------------------------- gateway and alert
+
+
+def _gateway_world(env: str) -> tuple[Any, Callable[[], str], str]:
+    """The alert queue of `env` (the one the Dagster definitions read: resources.messaging)
+    and where the webhook passphrase comes from: TRADINGVIEW_PASSPHRASE locally, the key of
+    that name in the Secrets Manager secret in aws mode (the gateway caches and re-reads it)."""
+    from trading_assets import settings
+    from trading_assets.resources.messaging import AwsSecretsResource, alert_queue_resource
+
+    queue = alert_queue_resource(env).get()
+    if env == "aws":
+        aws = settings.aws()
+        # ttl 0: every fetch asks Secrets Manager; the gateway's own cache decides when to
+        secrets = AwsSecretsResource(region=aws.region, secret_id=aws.secret_id, ttl_seconds=0).get()
+        return (queue, lambda: secrets.get(settings.TRADINGVIEW_PASSPHRASE),
+                f"Secrets Manager {aws.secret_id} key {settings.TRADINGVIEW_PASSPHRASE}")
+    return queue, settings.tradingview_passphrase, settings.TRADINGVIEW_PASSPHRASE
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def gateway(host: str, port: int) -> int:
+    """`python -m trading_assets gateway`: check the queue and the passphrase, then serve
+    until SIGINT/SIGTERM (0 after a clean stop)."""
+    from trading_assets import settings
+    from trading_assets.core.messaging import SecretError
+    from trading_assets.gateway import create_app, serve
+    from trading_assets.gateway.server import CannotListen
+
+    env = _trading_env()
+
+    def ready() -> tuple[Any, Callable[[], str], str]:
+        queue, passphrase, source = _gateway_world(env)
+        queue.depth()
+        try:
+            value = passphrase()
+        except SecretError as exc:
+            raise UsageError(f"the webhook passphrase: {exc}") from None
+        if not value:
+            raise UsageError(f"the webhook passphrase ({source}) is empty: set it")
+        if env == "local" and value == settings.LOCAL_TRADINGVIEW_PASSPHRASE and not _is_loopback(host):
+            raise UsageError(f"--host {host}: the built-in development passphrase is for 127.0.0.1 only; set "
+                             f"{settings.TRADINGVIEW_PASSPHRASE} to a secret before listening on other addresses")
+        return queue, passphrase, source
+
+    queue, passphrase, source = _aws_setup(ready)
+    app = create_app(queue, passphrase)
+
+    def listening(url: str) -> None:
+        _note(f"gateway listening on {url} (TRADING_ENV={env}; queue {queue!r}; passphrase from {source})")
+        _note(f"  POST {url}/webhooks/tradingview   GET {url}/health   API docs {url}/docs   Ctrl-C stops it")
+
+    try:
+        signo = serve(app, host, port, on_listening=listening)
+    except CannotListen as exc:
+        raise UsageError(f"cannot listen on --host {host} --port {port}: {exc}") from None
+    _note(f"gateway stopped{f' by {signal.Signals(signo).name}' if signo else ''}")
+    return EXIT_OK
+
+
+def alert(url: str, file: str | None, names: list[str] | None, content_type: str, now: bool) -> int:
+    """`python -m trading_assets alert`: send the sample alerts (or a file's) and print the answers."""
+    from pathlib import Path
+
+    from trading_assets.gateway.client import CannotSend, choose, load_file, send, stamp_now
+    from trading_assets.settings import tradingview_passphrase
+
+    try:
+        alerts = load_file(Path(file)) if file else choose(names)
+        if now:
+            alerts = stamp_now(alerts)
+        return send(url, alerts, tradingview_passphrase(), content_type)
+    except CannotSend as exc:
+        _note(f"error: {exc}")
+        return EXIT_FAILED
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
+    return value
+
+
 def _tick_arguments() -> argparse.ArgumentParser:
     """--day, --tick, --pool-wait and --verbose, shared by `run` and `run-aws`."""
     ticks = argparse.ArgumentParser(add_help=False)
@@ -417,6 +512,26 @@ def main(argv: list[str] | None = None) -> int:
                         "(offline, no credentials), then where the results are")
     sub.add_parser("aws-bootstrap", help="create the AWS world (tables, bucket, queue, topic, secret) where "
                                          "missing; idempotent")
+    p_gw = sub.add_parser("gateway", help="the TradingView webhook gateway (POST /webhooks/tradingview, GET "
+                                          "/health) on uvicorn, storing alerts in TRADING_ENV's alert queue; "
+                                          "stops cleanly on Ctrl-C or SIGTERM (exit 0)")
+    p_gw.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p_gw.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
+    p_alert = sub.add_parser("alert", help="send the sample TradingView alerts (or a file's) to a gateway and "
+                                           "print each answer (the passphrase from TRADINGVIEW_PASSPHRASE)")
+    p_alert.add_argument("--url", default="http://127.0.0.1:8000/webhooks/tradingview",
+                         help="the webhook URL (default http://127.0.0.1:8000/webhooks/tradingview)")
+    which = p_alert.add_mutually_exclusive_group()
+    which.add_argument("--file", default=None, help="a JSON file: one alert, a list of alerts, or "
+                                                    '{"alerts": {name: alert}}')
+    which.add_argument("--sample", action="append", dest="samples", default=None, metavar="NAME",
+                       help="only this bundled sample (repeatable): long_entry, di_minus_over_plus, "
+                            "di_plus_over_minus, short_entry (default: all, in that order)")
+    p_alert.add_argument("--content-type", choices=("json", "text"), default="json",
+                         help="send as application/json (default) or text/plain, as TradingView may")
+    p_alert.add_argument("--now", action="store_true",
+                         help="stamp the alerts with the current time, so they are new alerts (without it a "
+                              "second send is answered duplicate)")
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
         for signo in (signal.SIGINT, signal.SIGTERM):
@@ -438,6 +553,14 @@ def main(argv: list[str] | None = None) -> int:
 
             days, keys = plan_ticks(args.day, args.ticks)
             return run_aws(lambda: run(days, keys, "aws", args.pool_wait, args.verbose))
+        if args.command == "gateway":
+            try:
+                return gateway(args.host, args.port)
+            except Stopped as exc:
+                _note(f"gateway stopped by {exc} before it was serving")
+                return 128 + exc.signo
+        if args.command == "alert":
+            return alert(args.url, args.file, args.samples, args.content_type, args.now)
         return EXIT_USAGE
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
