@@ -68,9 +68,19 @@ class SymbolStateStore(Protocol):
         `expected_version + 1` (== `transition.version_after`) and record the transition
         under its alert id. False, and nothing written, if the symbol's version is no
         longer `expected_version` (another writer won: reload and re-apply) or the alert
-        already has a transition (use `transition_for`)."""
+        already has a transition (use `transition_for`).
+
+        The retry rule: True also when the alert's recorded transition is *identical* to
+        `transition` (every field equal as stored: `version_after` and the instant
+        `recorded_at` included; mappings compared as JSON values): that is this same
+        commit, already landed (a write resent by the AWS client after a lost answer, or a
+        caller retrying a call whose answer it lost). A different transition for an alert
+        that has one (e.g. re-applied with a new `recorded_at`) is False.
+        ValueError, before anything is written, if `transition.version_after` is not
+        `expected_version + 1` or a mapping is not plain JSON (NaN/inf refused)."""
         ...
 
     def history(self, flow: str, symbol: str, limit: int = 50) -> Sequence[RecordedTransition]:
-        """The symbol's recorded transitions, newest first."""
+        """The symbol's recorded transitions in this flow, newest (highest
+        `version_after`) first, at most `limit` (none when `limit` <= 0)."""
         ...
