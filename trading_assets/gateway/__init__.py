@@ -15,8 +15,22 @@ envelope.py. This package never imports Dagster (an import-linter contract): it 
 small process that must answer within TradingView's 3 s.
 """
 
-from trading_assets.gateway.app import HEALTH_PATH, MAX_BODY_BYTES, WEBHOOK_PATH, create_app
-from trading_assets.gateway.server import RunningGateway, serve, start_in_thread
+from __future__ import annotations
+
+from typing import Any
+
+from trading_assets.gateway.constants import HEALTH_PATH, MAX_BODY_BYTES, WEBHOOK_PATH
 
 __all__ = ["HEALTH_PATH", "MAX_BODY_BYTES", "WEBHOOK_PATH", "RunningGateway", "create_app", "serve",
            "start_in_thread"]
+
+_LAZY = {"create_app": "app", "RunningGateway": "server", "serve": "server", "start_in_thread": "server"}
+
+
+def __getattr__(name: str) -> Any:
+    """The app and the server on first use: `alert` (the client) needs neither FastAPI nor uvicorn."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"trading_assets.gateway.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'trading_assets.gateway' has no attribute {name!r}")

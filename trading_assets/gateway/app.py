@@ -36,15 +36,13 @@ from starlette.requests import ClientDisconnect
 from trading_assets.adapters.tradingview.alerts import alert_content_id, parse_tradingview_alert
 from trading_assets.core.messaging import AlertQueue
 from trading_assets.gateway import envelope
+from trading_assets.gateway.constants import HEALTH_PATH, MAX_BODY_BYTES, WEBHOOK_PATH
 from trading_assets.gateway.passphrase import PassphraseCache, PassphraseUnavailable
 from trading_assets.gateway.samples import samples
 from trading_assets.gateway.schema import AlertAnswer, HealthAnswer, RejectedAnswer, UnavailableAnswer, request_body
 
 log = logging.getLogger("trading_assets.gateway")
 
-WEBHOOK_PATH = "/webhooks/tradingview"
-HEALTH_PATH = "/health"
-MAX_BODY_BYTES = 64 * 1024  # alerts are a few hundred bytes
 MAX_DEPTH = 32  # nesting levels of the alert JSON (the shapes use 2)
 _ERROR_CHARS = 300  # an error quotes the bad value; keep answers and log lines short
 _FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*): ")

@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from trading_assets.gateway.app import WEBHOOK_PATH
+from trading_assets.gateway.constants import WEBHOOK_PATH
 from trading_assets.gateway.samples import sample, samples
 
 DEFAULT_URL = f"http://127.0.0.1:8000{WEBHOOK_PATH}"
