@@ -22,6 +22,7 @@ import dagster as dg
 from trading_assets import settings
 from trading_assets.defs.conventions import LEDGER_IO_MANAGER
 from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
+from trading_assets.defs.trend_dmi.settings import TrendDmiSettings
 from trading_assets.resources.brokers import broker_key, broker_resource_for_flow
 from trading_assets.resources.io_managers import LocalParquetIOManager, S3ParquetIOManager
 from trading_assets.resources.ledger import SqliteLedgerResource
@@ -31,11 +32,13 @@ from trading_assets.resources.messaging import (
     alert_queue_resource,
     notifier_resource,
 )
+from trading_assets.resources.symbol_state import symbol_state_resource
 from trading_assets.resources.trading import TradingSettings
 
 
 def _flow_settings() -> dict[str, object]:
-    return {"trading_settings": TradingSettings(), "ema_concentration": EmaConcentrationSettings()}
+    return {"trading_settings": TradingSettings(), "ema_concentration": EmaConcentrationSettings(),
+            "trend_dmi": TrendDmiSettings()}
 
 
 def local_resources(base: Path | None = None, **overrides: object) -> dict[str, object]:
@@ -49,6 +52,7 @@ def local_resources(base: Path | None = None, **overrides: object) -> dict[str, 
         "io_manager": frames,
         LEDGER_IO_MANAGER: frames,
         "alert_queue": alert_queue_resource("local", base=base),
+        "symbol_state": symbol_state_resource("local", base=base),
         "notifier": notifier_resource("local"),
         **_flow_settings(),
     }
@@ -74,6 +78,7 @@ def aws_resources(**overrides: object) -> dict[str, object]:
         LEDGER_IO_MANAGER: DynamoDbLedgerIOManager(region=aws.region, transactions_table=aws.transactions_table,
                                                    equity_table=aws.equity_table),
         "alert_queue": alert_queue_resource("aws"),
+        "symbol_state": symbol_state_resource("aws"),
         # without a topic (a first bootstrap), notifications are logged rather than lost in an error
         "notifier": notifier_resource("aws"),
         "secrets": secrets,

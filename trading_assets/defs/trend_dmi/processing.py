@@ -1,0 +1,108 @@
+"""Two launch paths, one outcome, for stored TradingView alerts.
+
+- The fast path (`AlertWorker`, `python -m trading_assets worker`): a warm process that
+  long-polls the alert queue and executes each alert's Dagster run at once, in process,
+  against the instance (a real run, in the UI, no new process per run).
+- The safety net (`trend_dmi_alert_sensor`): drains alerts that were stored but not
+  processed (worker down, crash, restart), one run per alert with the alert's partition
+  key as run key.
+
+Receiving an alert is its claim: the queue hides it from every other consumer until it
+is acked or released, and keeps each symbol's alerts in order (FIFO groups). Both paths
+tag their run with `dagster/run_key` = the alert's partition key, and neither starts a
+run for an alert that already has one; a run that processes an alert twice anyway (a
+claim that expired mid-run) is harmless: the transition is recorded once per alert and
+orders are exactly-once per (alert, leg).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from trading_assets.core.messaging import AlertQueue, QueuedAlert
+from trading_assets.defs.trend_dmi.alerts import FLOW, alert_partition_key, alert_partitions, alert_run_config
+
+log = logging.getLogger(__name__)
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_GRACE = timedelta(seconds=10)  # younger alerts are the worker's
+RETRY_DELAY_SECONDS = 5  # a failed run's alert comes back after this (DLQ after max receives)
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def run_tags(msg: QueuedAlert, key: str, path: str) -> dict[str, str]:
+    return {RUN_KEY_TAG: key, "alert_id": msg.alert_id, "ticker": msg.group, "flow": FLOW,
+            "trend_dmi/launched_by": path}
+
+
+def has_run(instance: dg.DagsterInstance, key: str) -> bool:
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(tags={RUN_KEY_TAG: key}), limit=1))
+
+
+@dataclass
+class Processed:
+    alert_id: str
+    partition_key: str
+    success: bool
+    seconds: float
+    run_id: str | None = None
+
+
+class AlertWorker:
+    """Receive -> run the alert's job in process -> ack (or release to retry)."""
+
+    def __init__(self, queue: AlertQueue, job: dg.JobDefinition, instance: dg.DagsterInstance) -> None:
+        self.queue, self.job, self.instance = queue, job, instance
+        self.stopping = threading.Event()
+
+    def process(self, msg: QueuedAlert) -> Processed:
+        t0 = time.perf_counter()
+        key = alert_partition_key(msg.body)
+        if has_run(self.instance, key):
+            self.queue.ack(msg)  # another path ran it (the sensor, or this worker before a crash)
+            return Processed(msg.alert_id, key, True, time.perf_counter() - t0)
+        self.instance.add_dynamic_partitions(alert_partitions.name, [key])
+        result = self.job.execute_in_process(partition_key=key, instance=self.instance, raise_on_error=False,
+                                             run_config={**alert_run_config(msg.body), **QUIET},
+                                             tags=run_tags(msg, key, "worker"))
+        if result.success:
+            self.queue.ack(msg)
+        else:
+            log.warning("alert %s: run %s failed; back on the queue in %d s (receive %d)", msg.alert_id,
+                        result.run_id, RETRY_DELAY_SECONDS, msg.receive_count)
+            self.queue.release(msg, delay_seconds=RETRY_DELAY_SECONDS)
+        return Processed(msg.alert_id, key, result.success, time.perf_counter() - t0, result.run_id)
+
+    def run_once(self, wait_seconds: float = 1.0) -> list[Processed]:
+        return [self.process(m) for m in self.queue.receive(max_messages=1, wait_seconds=wait_seconds)]
+
+    def run_forever(self, wait_seconds: float = 1.0) -> None:
+        while not self.stopping.is_set():
+            for done in self.run_once(wait_seconds):
+                log.info("alert %s -> %s in %.2f s (run %s)", done.alert_id, "ok" if done.success else "FAILED",
+                         done.seconds, done.run_id)
+
+
+def sensor_requests(queue: AlertQueue, instance: dg.DagsterInstance, now: datetime | None = None,
+                    batch: int = 10) -> tuple[list[dg.RunRequest], list[str]]:
+    """The safety net's decisions for one tick: run requests for stored alerts that have
+    no run, ack for those that have one, young alerts left to the worker."""
+    now = now or datetime.now(UTC)
+    requests, keys = [], []
+    for msg in queue.receive(max_messages=batch, wait_seconds=0):
+        key = alert_partition_key(msg.body)
+        if has_run(instance, key):
+            queue.ack(msg)
+        elif msg.sent_at is not None and now - msg.sent_at < SENSOR_GRACE:
+            queue.release(msg)  # the worker's, if it is up
+        else:
+            requests.append(dg.RunRequest(run_key=key, partition_key=key, run_config=alert_run_config(msg.body),
+                                          tags=run_tags(msg, key, "sensor")))
+            keys.append(key)
+            queue.release(msg, delay_seconds=30)  # acked next time, once its run exists
+    return requests, keys

@@ -1,0 +1,120 @@
+"""The two launch paths for stored alerts: the warm worker (receive, run in process, ack)
+and the sensor safety net (one run request per unprocessed alert, run key = partition);
+claimed by the queue, so the two never both act on an alert; a failed run's alert comes
+back; a burst over several symbols is processed once each, in order per symbol."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from trading_assets.adapters.tradingview.alerts import alert_content_id
+from trading_assets.defs.resources import local_resources
+from trading_assets.defs.trend_dmi.alerts import FLOW, alert_partition_key, alert_payload
+from trading_assets.defs.trend_dmi.assets import FLOW_ASSETS, trend_dmi_alert_job
+from trading_assets.defs.trend_dmi.processing import RUN_KEY_TAG, AlertWorker, sensor_requests
+from trading_assets.defs.trend_dmi.settings import TrendDmiSettings
+from trading_assets.resources.brokers import PaperBrokerResource
+from trading_assets_tests.defs.test_trend_dmi_flow import alert_body
+
+
+def put(queue, body: str) -> str:
+    payload = alert_payload(body)
+    alert_id = alert_content_id(payload)
+    assert queue.put(alert_id, body, payload["market_data"]["symbol"])
+    return alert_id
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    monkeypatch.setattr("trading_assets.core.instruments.front_month", lambda root, on: f"{root}Z6")
+    tickers = {f"T{i}1!": f"T{i}Z6" for i in range(5)} | {"MNQ1!": "MNQ@front"}
+    # five futures at ~24,500 each: more than the default 100,000 of paper cash
+    broker = PaperBrokerResource(state_path=str(tmp_path / "paper_trend_dmi.sqlite"), starting_cash=1_000_000.0,
+                                 allow_short=True)
+    resources = local_resources(tmp_path, trend_dmi=TrendDmiSettings(instruments=tickers), trend_dmi_broker=broker)
+    job = dg.Definitions(assets=FLOW_ASSETS, jobs=[trend_dmi_alert_job],
+                         resources=resources).resolve_job_def("trend_dmi_alert_job")
+    with dg.instance_for_test() as instance:
+        yield resources, job, instance
+
+
+def test_the_worker_runs_each_alert_once_and_acks_it(world):
+    resources, job, instance = world
+    queue = resources["alert_queue"].get()
+    put(queue, alert_body("long_entry", seconds_ago=30))
+    worker = AlertWorker(queue, job, instance)
+    [done] = worker.run_once(wait_seconds=0)
+    assert done.success and queue.depth() == 0
+    [run] = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: done.partition_key}))
+    assert run.tags["trend_dmi/launched_by"] == "worker" and run.tags["ticker"] == "MNQ1!"
+    assert worker.run_once(wait_seconds=0) == []
+    assert len(resources["trend_dmi_broker"].get().orders()) == 1
+
+
+def test_an_alert_whose_run_exists_is_acked_without_a_second_run(world):
+    resources, job, instance = world
+    queue = resources["alert_queue"].get()
+    body = alert_body("long_entry")
+    put(queue, body)
+    AlertWorker(queue, job, instance).run_once(wait_seconds=0)
+    # the sender re-delivers after the first was acked: the queue says duplicate; and a
+    # copy that reached the queue anyway (a crash between run and ack) is acked, not rerun
+    assert not queue.put(alert_content_id(alert_payload(body)), body, "MNQ1!")
+    assert len(instance.get_run_ids(filters=dg.RunsFilter(tags={RUN_KEY_TAG: alert_partition_key(body)}))) == 1
+
+
+def test_a_failed_run_puts_its_alert_back_for_a_retry(world, monkeypatch):
+    resources, job, instance = world
+    queue = resources["alert_queue"].get()
+    put(queue, alert_body("long_entry"))
+    monkeypatch.setenv("TRADING_KILL_SWITCH", "1")
+    [done] = AlertWorker(queue, job, instance).run_once(wait_seconds=0)
+    assert not done.success and queue.depth() == 1  # released with a delay, not lost
+
+
+def test_the_sensor_requests_one_run_per_alert_past_the_workers_grace(world):
+    resources, _job, instance = world
+    queue = resources["alert_queue"].get()
+    first, second = alert_body("long_entry"), alert_body("short_entry", ticker="T01!")
+    put(queue, first)
+    put(queue, second)
+    requests, keys = sensor_requests(queue, instance, now=datetime.now(UTC) + timedelta(seconds=11))
+    assert sorted(r.run_key for r in requests) == sorted(keys) == sorted(
+        [alert_partition_key(first), alert_partition_key(second)])
+    assert all(r.tags["trend_dmi/launched_by"] == "sensor" and r.partition_key == r.run_key for r in requests)
+    assert queue.depth() == 2  # kept (hidden) until their runs exist, then acked
+
+
+def test_the_sensor_leaves_young_alerts_to_the_worker(world):
+    resources, job, instance = world
+    queue = resources["alert_queue"].get()
+    put(queue, alert_body("long_entry"))
+    requests, _ = sensor_requests(queue, instance)
+    assert requests == [] and queue.depth() == 1
+    [done] = AlertWorker(queue, job, instance).run_once(wait_seconds=0)  # still there for the worker
+    assert done.success
+
+
+def test_a_burst_over_five_symbols_is_processed_once_each_in_order_per_symbol(world):
+    resources, job, instance = world
+    queue = resources["alert_queue"].get()
+    order = ["long_entry", "di_minus_over_plus", "di_plus_over_minus", "short_entry"]
+    for step, name in enumerate(order):  # 20 alerts: 4 per symbol, interleaved across symbols
+        for i in range(5):
+            put(queue, alert_body(name, seconds_ago=100 - 10 * step, ticker=f"T{i}1!"))
+    worker = AlertWorker(queue, job, instance)
+    done = []
+    while batch := worker.run_once(wait_seconds=0):
+        done.extend(batch)
+    assert len(done) == 20 and all(d.success for d in done) and queue.depth() == 0
+    ledger = resources["ledger"].get()
+    for i in range(5):
+        legs = [(x.leg, x.status.value) for x in ledger.intents(FLOW) if x.symbol == f"T{i}Z6"]
+        assert legs == [("open_long", "filled"), ("close_long", "filled"), ("open_long", "filled"),
+                        ("close_long", "filled"), ("open_short", "filled")], i
+    positions = {p.symbol: p.qty for p in resources["trend_dmi_broker"].get().positions()}
+    assert positions == {f"T{i}Z6": -1.0 for i in range(5)}
+    store = resources["symbol_state"].get()
+    assert all(json.loads(json.dumps(store.load(FLOW, f"T{i}1!").state))["position"] == "SHORT" for i in range(5))
