@@ -106,3 +106,17 @@ def sensor_requests(queue: AlertQueue, instance: dg.DagsterInstance, now: dateti
             keys.append(key)
             queue.release(msg, delay_seconds=30)  # acked next time, once its run exists
     return requests, keys
+
+
+def worker_for(env: str) -> AlertWorker:
+    """The warm worker of `env`: its queue, the flow's job with the environment's
+    resources, and the Dagster instance of DAGSTER_HOME (so its runs show in the UI)."""
+    from trading_assets import settings
+    from trading_assets.defs.resources import resources_for
+    from trading_assets.defs.trend_dmi.assets import FLOW_ASSETS, trend_dmi_alert_job
+    from trading_assets.resources.messaging import alert_queue_resource
+
+    job = dg.Definitions(assets=FLOW_ASSETS, jobs=[trend_dmi_alert_job],
+                         resources=resources_for(env)).resolve_job_def(trend_dmi_alert_job.name)
+    instance = dg.DagsterInstance.get() if settings.dagster_home() else dg.DagsterInstance.ephemeral()
+    return AlertWorker(alert_queue_resource(env).get(), job, instance)
