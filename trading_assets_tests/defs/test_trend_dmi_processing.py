@@ -11,9 +11,9 @@ import pytest
 
 from trading_assets.adapters.tradingview.alerts import alert_content_id
 from trading_assets.defs.resources import local_resources
-from trading_assets.defs.trend_dmi.alerts import FLOW, alert_partition_key, alert_payload
+from trading_assets.defs.trend_dmi.alerts import FLOW, alert_partition_key, alert_payload, alert_run_config
 from trading_assets.defs.trend_dmi.assets import FLOW_ASSETS, trend_dmi_alert_job
-from trading_assets.defs.trend_dmi.processing import RUN_KEY_TAG, AlertWorker, sensor_requests
+from trading_assets.defs.trend_dmi.processing import ALERT_TAG, AlertWorker, sensor_requests
 from trading_assets.defs.trend_dmi.settings import TrendDmiSettings
 from trading_assets.resources.brokers import PaperBrokerResource
 from trading_assets_tests.defs.test_trend_dmi_flow import alert_body
@@ -47,7 +47,7 @@ def test_the_worker_runs_each_alert_once_and_acks_it(world):
     worker = AlertWorker(queue, job, instance)
     [done] = worker.run_once(wait_seconds=0)
     assert done.success and queue.depth() == 0
-    [run] = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: done.partition_key}))
+    [run] = instance.get_runs(filters=dg.RunsFilter(tags={ALERT_TAG: done.partition_key}))
     assert run.tags["trend_dmi/launched_by"] == "worker" and run.tags["ticker"] == "MNQ1!"
     assert worker.run_once(wait_seconds=0) == []
     assert len(resources["trend_dmi_broker"].get().orders()) == 1
@@ -62,16 +62,46 @@ def test_an_alert_whose_run_exists_is_acked_without_a_second_run(world):
     # the sender re-delivers after the first was acked: the queue says duplicate; and a
     # copy that reached the queue anyway (a crash between run and ack) is acked, not rerun
     assert not queue.put(alert_content_id(alert_payload(body)), body, "MNQ1!")
-    assert len(instance.get_run_ids(filters=dg.RunsFilter(tags={RUN_KEY_TAG: alert_partition_key(body)}))) == 1
+    assert len(instance.get_run_ids(filters=dg.RunsFilter(tags={ALERT_TAG: alert_partition_key(body)}))) == 1
 
 
-def test_a_failed_run_puts_its_alert_back_for_a_retry(world, monkeypatch):
+def test_a_failed_run_puts_its_alert_back_and_the_retry_trades_it(world, monkeypatch):
+    """A failed run is not "done": the released alert is run again (a second attempt),
+    not acked as if its run existed, and it trades once."""
     resources, job, instance = world
     queue = resources["alert_queue"].get()
-    put(queue, alert_body("long_entry"))
+    body = alert_body("long_entry")
+    put(queue, body)
+    worker = AlertWorker(queue, job, instance, retry_delay_seconds=0)
     monkeypatch.setenv("TRADING_KILL_SWITCH", "1")
-    [done] = AlertWorker(queue, job, instance).run_once(wait_seconds=0)
-    assert not done.success and queue.depth() == 1  # released with a delay, not lost
+    [failed] = worker.run_once(wait_seconds=0)
+    assert not failed.success and queue.depth() == 1  # released, not lost
+    monkeypatch.setenv("TRADING_KILL_SWITCH", "0")
+    [retried] = worker.run_once(wait_seconds=1)
+    assert retried.success and retried.note == "" and queue.depth() == 0
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={ALERT_TAG: alert_partition_key(body)}))
+    assert sorted(r.tags["dagster/run_key"][-2:] for r in runs) == [":0", ":1"]
+    assert len(resources["trend_dmi_broker"].get().orders()) == 1
+
+
+def test_an_alert_whose_worker_died_mid_run_is_run_again_once(world):
+    """The worker was killed during the alert's run (its run left STARTED, its process gone):
+    the next worker marks that run failed and runs the alert again; one order."""
+    resources, job, instance = world
+    queue = resources["alert_queue"].get()
+    body = alert_body("long_entry")
+    put(queue, body)
+    key = alert_partition_key(body)
+    instance.add_dynamic_partitions("trend_dmi_alerts", [key])
+    dead = {"pid": 2**22 + 12345, "host": __import__("socket").gethostname(), "started_at": 1.0}
+    instance.create_run_for_job(job_def=job, run_id=None, run_config=alert_run_config(body),
+                                tags={ALERT_TAG: key, "dagster/partition": key,
+                                      "trading_assets/owner": json.dumps(dead)}, status=dg.DagsterRunStatus.STARTED)
+    [msg] = queue.receive(max_messages=1)
+    queue.release(msg)  # the dead worker's claim ran out
+    [done] = AlertWorker(queue, job, instance).run_once(wait_seconds=1)
+    assert done.success and queue.depth() == 0
+    assert len(resources["trend_dmi_broker"].get().orders()) == 1
 
 
 def test_the_sensor_requests_one_run_per_alert_past_the_workers_grace(world):
@@ -81,9 +111,9 @@ def test_the_sensor_requests_one_run_per_alert_past_the_workers_grace(world):
     put(queue, first)
     put(queue, second)
     requests, keys = sensor_requests(queue, instance, now=datetime.now(UTC) + timedelta(seconds=11))
-    assert sorted(r.run_key for r in requests) == sorted(keys) == sorted(
+    assert sorted(r.partition_key for r in requests) == sorted(keys) == sorted(
         [alert_partition_key(first), alert_partition_key(second)])
-    assert all(r.tags["trend_dmi/launched_by"] == "sensor" and r.partition_key == r.run_key for r in requests)
+    assert all(r.tags["trend_dmi/launched_by"] == "sensor" and r.run_key == f"{r.partition_key}:0" for r in requests)
     assert queue.depth() == 2  # kept (hidden) until their runs exist, then acked
 
 

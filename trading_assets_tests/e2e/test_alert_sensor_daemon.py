@@ -49,7 +49,7 @@ def test_the_sensor_runs_an_alert_no_worker_took_exactly_once(tmp_path, monkeypa
         with dg.DagsterInstance.from_config(str(home)) as instance:
             deadline, run = time.monotonic() + 150, None
             while time.monotonic() < deadline:
-                runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}))
+                runs = instance.get_runs(filters=dg.RunsFilter(tags={"trend_dmi/alert": key}))
                 if runs and runs[0].is_finished and queue.depth() == 0:
                     run = runs[0]
                     break
@@ -57,7 +57,7 @@ def test_the_sensor_runs_an_alert_no_worker_took_exactly_once(tmp_path, monkeypa
             assert run is not None, f"no finished run for {key} (queue depth {queue.depth()})"
             assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["trend_dmi/launched_by"] == "sensor"
             time.sleep(12)  # two more sensor ticks: nothing new to start
-            assert len(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}))) == 1
+            assert len(instance.get_runs(filters=dg.RunsFilter(tags={"trend_dmi/alert": key}))) == 1
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:

@@ -9,10 +9,11 @@
 
 Receiving an alert is its claim: the queue hides it from every other consumer until it
 is acked or released, and keeps each symbol's alerts in order (FIFO groups). Both paths
-tag their run with `dagster/run_key` = the alert's partition key, and neither starts a
-run for an alert that already has one; a run that processes an alert twice anyway (a
-claim that expired mid-run) is harmless: the transition is recorded once per alert and
-orders are exactly-once per (alert, leg).
+tag their runs with the alert's partition key (`trend_dmi/alert`) and neither starts a
+run for an alert that has a successful or a live one; a failed run, or one whose process
+died (found by `run_health.reap_dead_runs`), is run again. Processing an alert twice is
+harmless anyway: the transition is recorded once per alert and orders are exactly-once
+per (alert, leg).
 """
 
 from __future__ import annotations
@@ -29,19 +30,33 @@ from trading_assets.core.messaging import AlertQueue, QueuedAlert
 from trading_assets.defs.trend_dmi.alerts import FLOW, alert_partition_key, alert_partitions, alert_run_config
 
 log = logging.getLogger(__name__)
-RUN_KEY_TAG = "dagster/run_key"
+ALERT_TAG = "trend_dmi/alert"  # the alert's partition key, on every run of it
 SENSOR_GRACE = timedelta(seconds=10)  # younger alerts are the worker's
 RETRY_DELAY_SECONDS = 5  # a failed run's alert comes back after this (DLQ after max receives)
+RUNNING_DELAY_SECONDS = 10  # an alert whose run is still going is looked at again after this
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def run_tags(msg: QueuedAlert, key: str, path: str) -> dict[str, str]:
-    return {RUN_KEY_TAG: key, "alert_id": msg.alert_id, "ticker": msg.group, "flow": FLOW,
+    return {ALERT_TAG: key, "alert_id": msg.alert_id, "ticker": msg.group, "flow": FLOW,
             "trend_dmi/launched_by": path}
 
 
-def has_run(instance: dg.DagsterInstance, key: str) -> bool:
-    return bool(instance.get_run_ids(filters=dg.RunsFilter(tags={RUN_KEY_TAG: key}), limit=1))
+def alert_runs(instance: dg.DagsterInstance, key: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={ALERT_TAG: key})))
+
+
+def alert_status(instance: dg.DagsterInstance, key: str) -> tuple[str, int]:
+    """("done" | "running" | "todo", runs so far) for an alert. A run that failed, was
+    canceled, or whose process is gone (marked failed by `reap_dead_runs` first) does not
+    count as done: the alert is run again (safely: its transition is recorded once and its
+    orders are exactly-once)."""
+    runs = alert_runs(instance, key)
+    if any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs):
+        return "done", len(runs)
+    if any(not r.is_finished for r in runs):
+        return "running", len(runs)
+    return "todo", len(runs)
 
 
 @dataclass
@@ -51,31 +66,42 @@ class Processed:
     success: bool
     seconds: float
     run_id: str | None = None
+    note: str = ""
 
 
 class AlertWorker:
     """Receive -> run the alert's job in process -> ack (or release to retry)."""
 
-    def __init__(self, queue: AlertQueue, job: dg.JobDefinition, instance: dg.DagsterInstance) -> None:
+    def __init__(self, queue: AlertQueue, job: dg.JobDefinition, instance: dg.DagsterInstance,
+                 retry_delay_seconds: int = RETRY_DELAY_SECONDS) -> None:
         self.queue, self.job, self.instance = queue, job, instance
+        self.retry_delay_seconds = retry_delay_seconds
         self.stopping = threading.Event()
 
     def process(self, msg: QueuedAlert) -> Processed:
+        from trading_assets.run_health import owner_tag, reap_dead_runs
+
         t0 = time.perf_counter()
         key = alert_partition_key(msg.body)
-        if has_run(self.instance, key):
+        reap_dead_runs(self.instance, by="the alert worker")  # a run whose worker died is not running
+        status, attempts = alert_status(self.instance, key)
+        if status == "done":
             self.queue.ack(msg)  # another path ran it (the sensor, or this worker before a crash)
-            return Processed(msg.alert_id, key, True, time.perf_counter() - t0)
+            return Processed(msg.alert_id, key, True, time.perf_counter() - t0, note="already done")
+        if status == "running":
+            self.queue.release(msg, delay_seconds=RUNNING_DELAY_SECONDS)
+            return Processed(msg.alert_id, key, False, time.perf_counter() - t0, note="its run is still going")
         self.instance.add_dynamic_partitions(alert_partitions.name, [key])
-        result = self.job.execute_in_process(partition_key=key, instance=self.instance, raise_on_error=False,
-                                             run_config={**alert_run_config(msg.body), **QUIET},
-                                             tags=run_tags(msg, key, "worker"))
+        result = self.job.execute_in_process(
+            partition_key=key, instance=self.instance, raise_on_error=False,
+            run_config={**alert_run_config(msg.body), **QUIET},
+            tags={**run_tags(msg, key, "worker"), **owner_tag(), "dagster/run_key": f"{key}:{attempts}"})
         if result.success:
             self.queue.ack(msg)
         else:
             log.warning("alert %s: run %s failed; back on the queue in %d s (receive %d)", msg.alert_id,
-                        result.run_id, RETRY_DELAY_SECONDS, msg.receive_count)
-            self.queue.release(msg, delay_seconds=RETRY_DELAY_SECONDS)
+                        result.run_id, self.retry_delay_seconds, msg.receive_count)
+            self.queue.release(msg, delay_seconds=self.retry_delay_seconds)
         return Processed(msg.alert_id, key, result.success, time.perf_counter() - t0, result.run_id)
 
     def run_once(self, wait_seconds: float = 1.0) -> list[Processed]:
@@ -90,21 +116,23 @@ class AlertWorker:
 
 def sensor_requests(queue: AlertQueue, instance: dg.DagsterInstance, now: datetime | None = None,
                     batch: int = 10) -> tuple[list[dg.RunRequest], list[str]]:
-    """The safety net's decisions for one tick: run requests for stored alerts that have
-    no run, ack for those that have one, young alerts left to the worker."""
+    """The safety net's decisions for one tick: a run request for each stored alert past
+    the worker's grace that is not done and not running (its run key counts the attempts,
+    so a failed run's alert can be run again), ack for those that are done."""
     now = now or datetime.now(UTC)
     requests, keys = [], []
     for msg in queue.receive(max_messages=batch, wait_seconds=0):
         key = alert_partition_key(msg.body)
-        if has_run(instance, key):
+        status, attempts = alert_status(instance, key)
+        if status == "done":
             queue.ack(msg)
-        elif msg.sent_at is not None and now - msg.sent_at < SENSOR_GRACE:
-            queue.release(msg)  # the worker's, if it is up
+        elif status == "running" or (msg.sent_at is not None and now - msg.sent_at < SENSOR_GRACE):
+            queue.release(msg, delay_seconds=0 if status == "todo" else RUNNING_DELAY_SECONDS)
         else:
-            requests.append(dg.RunRequest(run_key=key, partition_key=key, run_config=alert_run_config(msg.body),
-                                          tags=run_tags(msg, key, "sensor")))
+            requests.append(dg.RunRequest(run_key=f"{key}:{attempts}", partition_key=key,
+                                          run_config=alert_run_config(msg.body), tags=run_tags(msg, key, "sensor")))
             keys.append(key)
-            queue.release(msg, delay_seconds=30)  # acked next time, once its run exists
+            queue.release(msg, delay_seconds=30)  # acked next time, once its run has succeeded
     return requests, keys
 
 
