@@ -37,11 +37,13 @@ synth: install
 # The whole local stack: the TradingView webhook gateway (http://127.0.0.1:8000, options in
 # GATEWAY_ARGS, e.g. make dev GATEWAY_ARGS="--port 8001") in the background, and `dg dev`
 # (what `dagster dev` now recommends: webserver + daemon) in the foreground. Ctrl-C stops
-# both: the trap stops the gateway whichever way dg dev ends.
+# all three: the trap stops the gateway and the alert worker (which runs each stored alert at
+# once) whichever way dg dev ends.
 dev: install home
-	@trap 'kill -TERM $$gateway 2>/dev/null; wait $$gateway 2>/dev/null' EXIT; trap 'exit 130' INT; \
-	trap 'exit 143' TERM; \
+	@trap 'kill -TERM $$gateway $$worker 2>/dev/null; wait $$gateway $$worker 2>/dev/null' EXIT; \
+	trap 'exit 130' INT; trap 'exit 143' TERM; \
 	$(PY) -m trading_assets gateway $(GATEWAY_ARGS) & gateway=$$!; \
+	$(PY) -m trading_assets worker & worker=$$!; \
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dg dev
 
 test: install home

@@ -500,6 +500,30 @@ def _tick_arguments() -> argparse.ArgumentParser:
     return ticks
 
 
+def worker(once: bool = False) -> int:
+    """`python -m trading_assets worker`: the fast path for stored alerts (see
+    defs/trend_dmi/processing.py); the sensor is the safety net when it is down."""
+    from trading_assets.defs.trend_dmi.processing import worker_for
+    from trading_assets.settings import dagster_home
+
+    env = _trading_env()
+    alert_worker = _aws_setup(lambda: worker_for(env))
+    where = dagster_home() or "an ephemeral instance (set DAGSTER_HOME to see the runs in the UI)"
+    _note(f"alert worker: TRADING_ENV={env}, queue {alert_worker.queue!r}, runs on {where}")
+    if once:
+        while done := alert_worker.run_once(wait_seconds=0):
+            for d in done:
+                _note(f"  alert {d.alert_id}: {'ok' if d.success else 'FAILED'} in {d.seconds:.2f} s (run {d.run_id})")
+        return EXIT_OK
+    try:
+        while True:
+            for d in alert_worker.run_once(wait_seconds=1.0):
+                _note(f"alert {d.alert_id}: {'ok' if d.success else 'FAILED'} in {d.seconds:.2f} s (run {d.run_id})")
+    except Stopped as exc:
+        _note(f"alert worker stopped by {exc}")
+        return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m trading_assets")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -532,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     p_alert.add_argument("--now", action="store_true",
                          help="stamp the alerts with the current time, so they are new alerts (without it a "
                               "second send is answered duplicate)")
+    p_worker = sub.add_parser("worker", help="the warm alert worker: runs each stored TradingView alert's Dagster "
+                                             "run at once, in process, against DAGSTER_HOME's instance; Ctrl-C "
+                                             "or SIGTERM stops it after the alert in hand")
+    p_worker.add_argument("--once", action="store_true", help="process what is waiting, then exit")
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
         for signo in (signal.SIGINT, signal.SIGTERM):
@@ -553,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
 
             days, keys = plan_ticks(args.day, args.ticks)
             return run_aws(lambda: run(days, keys, "aws", args.pool_wait, args.verbose))
+        if args.command == "worker":
+            return worker(args.once)
         if args.command == "gateway":
             try:
                 return gateway(args.host, args.port)

@@ -432,6 +432,9 @@ def _break(alert: dict, path: str, value) -> dict:
         ("price_data.close", "-1", "price_data.close"),
         ("price_data.high", "20000", "price_data.high"),
         ("price_data.volume", "nan", "price_data.volume"),
+        ("action", ["LONG_ENTRY"], "action"),  # unhashable: was a TypeError
+        ("signal.type", {"ENTRY": 1}, "signal.type"),
+        ("price_data.close", 10**400, "price_data.close"),  # beyond any float: was an OverflowError
     ],
 )
 def test_bad_trend_alert_names_the_field(path, value, named):

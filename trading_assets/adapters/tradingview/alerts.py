@@ -61,7 +61,7 @@ def _text(section: Mapping[str, Any], path: str, key: str) -> str:
 
 def _choice(section: Mapping[str, Any], path: str, key: str, allowed) -> str:
     value = section.get(key)
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:  # a list or object is refused, not a TypeError
         raise ValueError(f"{_where(path, key)}: expected one of {sorted(allowed)}, got {value!r}")
     return value
 
@@ -85,8 +85,8 @@ def _number(section: Mapping[str, Any], path: str, key: str) -> float:
         raise ValueError(f"{path}.{key}: unfilled TradingView placeholder {raw!r}")
     try:
         value = float(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}.{key}: expected a number, got {raw!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float
+        raise ValueError(f"{path}.{key}: expected a number, got {str(raw)[:40]!r}") from None
     if not math.isfinite(value):
         raise ValueError(f"{path}.{key}: expected a finite number, got {raw!r}")
     return value
