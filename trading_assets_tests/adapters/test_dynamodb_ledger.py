@@ -24,6 +24,7 @@ from trading_assets.adapters.aws.dynamodb_ledger import DynamoDbLedger, ensure_t
 from trading_assets.core.ports import EquitySnapshot, IntentStatus, OrderIntent, Side, Transaction
 from trading_assets.resources.ledger import DynamoDbLedgerResource
 from trading_assets_tests.contract.test_ledger_contract import dynamodb_client, dynamodb_ledger
+from trading_assets_tests.fakes.concurrency import run_threads
 
 FLOW, KEY = "ema_concentration", "2025-11-26-10:00"
 NOW = datetime(2025, 11, 26, 15, 0, tzinfo=UTC)
@@ -46,25 +47,6 @@ def clients_for(aws, n: int) -> list:
     models load once; same retry config as production."""
     session = boto3.session.Session()
     return [session.client("dynamodb", region_name=aws.region, config=clients._CONFIG) for _ in range(n)]
-
-
-def run_threads(n: int, work) -> list:
-    barrier, results, errors = threading.Barrier(n), [None] * n, []
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except BaseException as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-    return results
 
 
 def ledger_on(aws, client, **kw) -> DynamoDbLedger:

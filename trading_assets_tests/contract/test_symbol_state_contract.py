@@ -20,6 +20,7 @@ from trading_assets.adapters.sqlite.symbol_state import SqliteSymbolStateStore
 from trading_assets.core.strategies import trend_dmi
 from trading_assets.core.symbol_state import RecordedTransition, StoredState, SymbolStateStore
 from trading_assets_tests.contract.test_ledger_contract import dynamodb_client
+from trading_assets_tests.fakes.concurrency import run_threads
 
 FLOW = trend_dmi.FLOW
 SYMBOL = "MNQ1!"
@@ -91,26 +92,6 @@ def transition(alert_id: str, version_after: int, state: dict | None = None, *, 
         flow=flow, alert_id=alert_id, symbol=symbol, outcome=outcome, reason=reason, actions=actions,
         state_before=before, state_after=state if state is not None else {"n": version_after},
         version_after=version_after, recorded_at=at, details=details or {})
-
-
-def run_threads(n: int, work: Callable[[int], object]) -> list:
-    barrier, results, errors = threading.Barrier(n), [None] * n, []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except BaseException as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
-    assert not any(t.is_alive() for t in threads), "a writer hung"
-    return results
 
 
 def process_alert(store: SymbolStateStore, alert_id: str, *, flow: str = FLOW, symbol: str = SYMBOL,

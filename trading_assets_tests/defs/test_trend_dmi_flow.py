@@ -20,15 +20,15 @@ from trading_assets.gateway.envelope import encode
 
 SAMPLES = json.loads((Path(__file__).resolve().parents[2] / "trading_assets" / "data" /
                       "tradingview_alerts.json").read_text())["alerts"]
-NOW = datetime.now(UTC).replace(microsecond=0)
-
-
 def alert_body(name: str, seconds_ago: float = 30, ticker: str | None = None) -> str:
+    """A sample alert fired `seconds_ago` before now (now when called: a module-level time
+    would age past max_alert_age_seconds in a long suite), as the gateway stores it."""
+    now = datetime.now(UTC).replace(microsecond=0)
     payload = json.loads(json.dumps(SAMPLES[name]))
-    payload["market_data"]["timenow"] = (NOW - timedelta(seconds=seconds_ago)).isoformat().replace("+00:00", "Z")
+    payload["market_data"]["timenow"] = (now - timedelta(seconds=seconds_ago)).isoformat().replace("+00:00", "Z")
     if ticker:
         payload["market_data"]["symbol"] = ticker
-    return encode(alert_content_id(payload), payload["market_data"]["symbol"], NOW, "application/json",
+    return encode(alert_content_id(payload), payload["market_data"]["symbol"], now, "application/json",
                   "127.0.0.1", payload)
 
 

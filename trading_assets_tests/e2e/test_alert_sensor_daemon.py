@@ -5,7 +5,6 @@ and the alert acked; the next sensor ticks start nothing more."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from trading_assets.adapters.sqlite.queue import SqliteAlertQueue
 from trading_assets.adapters.tradingview.alerts import alert_content_id
 from trading_assets.defs.trend_dmi.alerts import alert_partition_key
 from trading_assets.gateway.envelope import encode
+from trading_assets_tests.e2e.cli_world import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -59,10 +59,6 @@ def test_the_sensor_runs_an_alert_no_worker_took_exactly_once(tmp_path, monkeypa
             time.sleep(12)  # two more sensor ticks: nothing new to start
             assert len(instance.get_runs(filters=dg.RunsFilter(tags={"trend_dmi/alert": key}))) == 1
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_group(daemon)
     [order] = PaperBroker(data / "paper_trend_dmi.sqlite").orders()
     assert (order.symbol[:3], order.side.value, order.qty) == ("MNQ", "buy", 1.0)

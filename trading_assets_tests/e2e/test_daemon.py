@@ -3,7 +3,6 @@ dequeued and launched by the daemon, and the tick's order lands in the ledger.""
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 
 from trading_assets.adapters.paper.broker import PaperBroker
 from trading_assets.adapters.sqlite.ledger import SqliteLedger
+from trading_assets_tests.e2e.cli_world import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -61,11 +61,7 @@ def test_daemon_launches_a_queued_partition_run_and_the_order_reaches_the_ledger
             assert "PIPELINE_ENQUEUED" in statuses and "PIPELINE_STARTING" in statuses, sorted(set(statuses))
             assert run.status == dg.DagsterRunStatus.SUCCESS, statuses
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_group(daemon)
     ledger = SqliteLedger(data / "ledger.sqlite")
     [intent] = ledger.intents("ema_concentration", TICK)
     assert (intent.symbol, intent.side.value, intent.status) == ("TQQQ", "buy", "filled")

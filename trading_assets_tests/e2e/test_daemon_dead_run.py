@@ -26,6 +26,7 @@ from trading_assets_tests.e2e.cli_world import (
     World,
     alpaca_world,
     kill_processes_mentioning,
+    stop_group,
     wait_until,
 )
 
@@ -57,11 +58,7 @@ def _daemon(world: World) -> Iterator[None]:
     try:
         yield
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_group(daemon)
         kill_processes_mentioning(str(world.home))  # its code servers, if a run hung
 
 
