@@ -83,6 +83,9 @@ COMMANDS = {
     "webserver": ["dagster-webserver", "-h", "0.0.0.0", "-p", str(WEBSERVER_PORT), "-w", WORKSPACE],
     "daemon": ["dagster-daemon", "run", "-w", WORKSPACE],
     "gateway": ["python", "-m", "trading_assets", "gateway", "--host", "0.0.0.0", "--port", str(GATEWAY_PORT)],
+    # the alert fast path: runs each stored TradingView alert at once (the daemon's sensor is
+    # the safety net when it is down)
+    "worker": ["python", "-m", "trading_assets", "worker"],
 }
 
 #: The JSON keys of the one broker/webhook secret (its name: settings' default secret_id).
@@ -310,7 +313,7 @@ class TradingStack(cdk.Stack):
 
         self.log_groups = {
             name: self._log_group(name, logs.RetentionDays.ONE_MONTH)
-            for name in ("code", "webserver", "daemon", "gateway")
+            for name in ("code", "webserver", "daemon", "gateway", "worker")
         }
         self.log_groups["run"] = self._log_group("run", logs.RetentionDays.THREE_MONTHS)
 
@@ -409,9 +412,17 @@ class TradingStack(cdk.Stack):
             environment={**self.dagster_environment, **project_environment},
             secrets=self.dagster_secrets,
             desired_count=self.gateway_count.value_as_number)
+        # the alert worker executes each alert's run in its own process (fast path), so it opens
+        # the instance and writes compute logs like a run task; it scales with the gateway
+        self.worker_service = self._service(
+            "worker", cpu=1024, memory=2048, port=None,
+            environment={**self.dagster_environment, **project_environment},
+            secrets=self.dagster_secrets,
+            desired_count=self.gateway_count.value_as_number)
 
-        for service in (self.code_service, self.gateway_service):
+        for service in (self.code_service, self.gateway_service, self.worker_service):
             self._grant_project_code(service.task_definition.task_role)
+        self.bucket.grant_read_write(self.worker_service.task_definition.task_role, f"{COMPUTE_LOG_PREFIX}/*")
         self._grant_launcher(self.daemon_service.task_definition.task_role, launch=True)
         self._grant_launcher(self.webserver_service.task_definition.task_role, launch=False)
         # the UI shows (and deletes with a run) the compute logs
@@ -422,7 +433,8 @@ class TradingStack(cdk.Stack):
         # share the daemon's security group) to the database.
         for client in (self.webserver_service, self.daemon_service):
             self.code_service.connections.allow_from(client, ec2.Port.tcp(CODE_PORT), "gRPC workspace")
-        for client in (self.code_service, self.webserver_service, self.daemon_service, self.gateway_service):
+        for client in (self.code_service, self.webserver_service, self.daemon_service, self.gateway_service,
+                       self.worker_service):
             self.database.connections.allow_default_port_from(client, "Dagster instance storage")
 
     def _service(self, name: str, *, cpu: int, memory: int, port: int | None, environment: dict,

@@ -216,8 +216,8 @@ def test_rds_postgres_is_pinned_encrypted_private_with_a_generated_secret(synth)
 # ----------------------------------------------------------------------------- services
 
 
-PROJECT_CODE = ("code", "run", "gateway")  # run trading_assets code
-DAGSTER = ("code", "webserver", "daemon", "run", "gateway")  # open the Dagster instance
+PROJECT_CODE = ("code", "run", "gateway", "worker")  # run trading_assets code
+DAGSTER = ("code", "webserver", "daemon", "run", "gateway", "worker")  # open the Dagster instance
 
 
 def test_every_aws_variable_is_set_on_each_task_that_runs_project_code(synth):
@@ -293,7 +293,7 @@ def test_services_commands_image_and_logs(synth):
     images = {json.dumps(synth.container(f)["Image"]) for f in (*stack_module.COMMANDS, "run")}
     assert len(images) == 1 and '"Ref": "ImageTag"' in images.pop()  # ONE image, tag by parameter
     services = synth.of_type("AWS::ECS::Service")
-    assert len(services) == 4
+    assert len(services) == 5
     for service in services.values():
         props = service["Properties"]
         assert props["LaunchType"] == "FARGATE"
@@ -303,7 +303,7 @@ def test_services_commands_image_and_logs(synth):
     assert daemon["Properties"]["DesiredCount"] == 1
     assert daemon["Properties"]["DeploymentConfiguration"]["MaximumPercent"] == 100  # never two daemons
     log_groups = synth.of_type("AWS::Logs::LogGroup")
-    assert len(log_groups) == 5 and all(g["Properties"].get("RetentionInDays") for g in log_groups.values())
+    assert len(log_groups) == 6 and all(g["Properties"].get("RetentionInDays") for g in log_groups.values())
     for family in (*stack_module.COMMANDS, "run"):
         options = synth.container(family)["LogConfiguration"]["Options"]
         assert options["awslogs-group"]["Ref"] in log_groups
@@ -312,9 +312,9 @@ def test_services_commands_image_and_logs(synth):
 def test_credentials_are_read_from_secrets_manager_not_injected_per_key(synth):
     """Project code reads the secret at run time (TRADING_SECRET_ID, GetSecretValue on the
     role), so no task carries a broker key as an ECS secret; only Dagster's DB password."""
-    for family in ("code", "run", "gateway", "webserver", "daemon"):
+    for family in ("code", "run", "gateway", "worker", "webserver", "daemon"):
         assert set(_secrets(synth.container(family))) == {"DAGSTER_PG_PASSWORD"}, family
-    for family in ("code", "run", "gateway"):
+    for family in ("code", "run", "gateway", "worker"):
         env = {e["Name"]: e["Value"] for e in synth.container(family)["Environment"]}
         assert env["TRADING_SECRET_ID"] == NAMES.secret_id, family
 
