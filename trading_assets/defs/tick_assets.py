@@ -11,7 +11,7 @@ engine's results, in one place: the flow's own asset only says how it plans.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -54,14 +54,13 @@ def why_no_orders(report: TickReport) -> str:
 
 
 def place_orders(context: dg.AssetExecutionContext, *, flow: str, broker: Broker, ledger: Ledger,
-                 notifier: NotifierResource, run: Callable[..., TickReport] = run_tick,
-                 **tick: Any) -> tuple[pd.DataFrame, dict[str, Any], TickReport]:
-    """Run one tick (`tick`: run_tick's keyword arguments) and return the orders frame,
-    its metadata and the report; drift and the kill switch fail the step after telling."""
+                 notifier: NotifierResource, **tick: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Run one tick (`tick`: run_tick's keyword arguments) and return the orders frame and
+    its metadata; drift and the kill switch fail the step after telling."""
     t0 = time.perf_counter()
     key = context.partition_key
     try:
-        report = run(broker, ledger, flow=flow, partition_key=key, **tick)
+        report = run_tick(broker, ledger, flow=flow, partition_key=key, **tick)
     except PositionDrift as exc:
         drift = [d.__dict__ for d in exc.drift]
         tell(context, notifier, NotificationKind.DRIFT, f"{flow} {key}: ledger and broker disagree", str(exc),
@@ -103,7 +102,7 @@ def place_orders(context: dg.AssetExecutionContext, *, flow: str, broker: Broker
         "currency": report.account.currency,
         "work_ms": elapsed_ms(t0),
     }
-    return frame, metadata, report
+    return frame, metadata
 
 
 def record_fills(context: dg.AssetExecutionContext, *, flow: str, broker: Broker, ledger: Ledger

@@ -89,7 +89,15 @@ class HidesSecrets:
             yield name, ("***" if name in self.SECRET_FIELDS and value else value)
 
 
-def credentials(resource: type[HidesSecrets], secrets: AwsSecretsResource | None) -> dict[str, object]:
+class Credentials(HidesSecrets, dg.ConfigurableResource):
+    """A resource with credentials (`SECRET_KEYS`): `EnvVar`s locally; in aws mode left
+    empty, and read at run time from the Secrets Manager secret named here."""
+
+    secret_id: str | None = None
+    secret_region: str | None = None
+
+
+def credentials(resource: type[Credentials], secrets: AwsSecretsResource | None) -> dict[str, object]:
     """A resource's credential fields: `EnvVar`s by their key (local), or left empty with
     the Secrets Manager store that fills them at run time (aws)."""
     if secrets is not None:  # plain names, not a nested resource: the values are read in get()

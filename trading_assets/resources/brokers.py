@@ -23,7 +23,7 @@ from typing import ClassVar
 from trading_assets import settings
 from trading_assets.adapters.safety import GuardedBroker
 from trading_assets.core.ports import Broker
-from trading_assets.resources.base import BrokerResource, HidesSecrets, credentials
+from trading_assets.resources.base import BrokerResource, Credentials, credentials
 from trading_assets.resources.messaging import AwsSecretsResource
 
 
@@ -53,14 +53,11 @@ class PaperBrokerResource(BrokerResource):
         return GuardedBroker(paper, live=False, kill_switch=settings.kill_switch_engaged)
 
 
-class _GuardedBrokerResource(HidesSecrets, BrokerResource):
+class _GuardedBrokerResource(Credentials, BrokerResource):
     """Shared safety settings of the real-broker resources."""
 
     live_trading: bool = False  # the explicit switch for real-money accounts
     timeout: float = 10.0
-    # aws mode: credentials left empty are read from this Secrets Manager secret at run time
-    secret_id: str | None = None
-    secret_region: str | None = None
 
     def _guard(self, broker: Broker, live: bool) -> Broker:
         return GuardedBroker(broker, live=live, live_trading=self.live_trading,
@@ -90,8 +87,8 @@ class AlpacaBrokerResource(_GuardedBrokerResource):
         return self._guard(broker, live=not self.paper)
 
 
-class IGBrokerResource(_GuardedBrokerResource):
-    """IG (spread bets / CFDs) through trading-ig; demo account unless `acc_type="live"`."""
+class IGLogin(Credentials):
+    """An IG login, shared by the IG broker and IG prices resources."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "api_key")
     SECRET_KEYS: ClassVar[dict[str, str]] = {"username": "IG_USERNAME", "password": "IG_PASSWORD",
@@ -103,6 +100,10 @@ class IGBrokerResource(_GuardedBrokerResource):
     acc_type: str = "demo"
     acc_number: str | None = None
     base_url: str | None = None
+
+
+class IGBrokerResource(IGLogin, _GuardedBrokerResource):
+    """IG (spread bets / CFDs) through trading-ig; demo account unless `acc_type="live"`."""
 
     def get(self) -> Broker:
         if (resolved := self._outside_run_copy()) is not None:

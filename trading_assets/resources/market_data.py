@@ -6,7 +6,8 @@ from typing import ClassVar
 
 from trading_assets import settings
 from trading_assets.core.ports import MarketData
-from trading_assets.resources.base import HidesSecrets, MarketDataResource, credentials
+from trading_assets.resources.base import Credentials, HidesSecrets, MarketDataResource, credentials
+from trading_assets.resources.brokers import IGLogin
 from trading_assets.resources.messaging import AwsSecretsResource
 
 
@@ -21,15 +22,13 @@ class ReplayMarketDataResource(MarketDataResource):
         return ReplayMarketData(allow_any_symbol=self.allow_any_symbol)
 
 
-class TwelveDataResource(HidesSecrets, MarketDataResource):
+class TwelveDataResource(Credentials, MarketDataResource):
     """Twelve Data bars; `credits_per_minute` paces calls (free tier: 8/min)."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key",)
     SECRET_KEYS: ClassVar[dict[str, str]] = {"api_key": "TWELVE_DATA_API_KEY"}
 
     api_key: str | None = None
-    secret_id: str | None = None  # aws mode: the key is read from this secret at run time
-    secret_region: str | None = None
     base_url: str | None = None
     credits_per_minute: int = 8
     timezone: str = "UTC"
@@ -61,7 +60,7 @@ class YFinanceResource(HidesSecrets, MarketDataResource):
                                 auto_adjust=self.auto_adjust)
 
 
-class AlpacaBarsResource(HidesSecrets, MarketDataResource):
+class AlpacaBarsResource(Credentials, MarketDataResource):
     """Alpaca stock bars (IEX feed by default: free plans may not query SIP)."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("api_key", "secret_key")
@@ -69,8 +68,6 @@ class AlpacaBarsResource(HidesSecrets, MarketDataResource):
 
     api_key: str | None = None
     secret_key: str | None = None
-    secret_id: str | None = None
-    secret_region: str | None = None
     url_override: str | None = None
     feed: str = "iex"
     timeout: float = 10.0
@@ -86,21 +83,9 @@ class AlpacaBarsResource(HidesSecrets, MarketDataResource):
                           rate_limit_per_minute=self.rate_limit_per_minute)
 
 
-class IGPricesResource(HidesSecrets, MarketDataResource):
+class IGPricesResource(IGLogin, MarketDataResource):
     """IG historical prices (symbols are epics); same login as the IG broker."""
 
-    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "api_key")
-    SECRET_KEYS: ClassVar[dict[str, str]] = {"username": "IG_USERNAME", "password": "IG_PASSWORD",
-                                              "api_key": "IG_API_KEY"}
-
-    username: str | None = None
-    password: str | None = None
-    api_key: str | None = None
-    secret_id: str | None = None
-    secret_region: str | None = None
-    acc_type: str = "demo"
-    acc_number: str | None = None
-    base_url: str | None = None
     timeout: float = 10.0
 
     def get(self) -> MarketData:

@@ -131,6 +131,6 @@ def notifier_resource(env: str) -> NotifierResource:
     """SNS in aws mode (the log until TRADING_SNS_TOPIC_ARN is set), the log locally."""
     from trading_assets import settings
 
-    if env == "aws" and (topic := settings.aws().topic_arn):
-        return SnsNotifierResource(region=settings.aws().region, topic_arn=topic)
+    if env == "aws" and (aws := settings.aws()).topic_arn:
+        return SnsNotifierResource(region=aws.region, topic_arn=aws.topic_arn)
     return LogNotifierResource()

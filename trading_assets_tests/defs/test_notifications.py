@@ -9,6 +9,7 @@ import pytest
 from trading_assets.adapters.paper.broker import PaperBroker
 from trading_assets.core.messaging import Notification, NotificationKind
 from trading_assets.core.ports import OrderRejected, OrderRequest, Side
+from trading_assets.defs.ema_concentration.assets import FLOW_ASSETS
 from trading_assets.defs.notifications import notify_on_run_failure, tell
 from trading_assets.resources.base import BrokerResource
 from trading_assets.resources.messaging import LogNotifierResource, NotifierResource
@@ -74,7 +75,7 @@ class BrokenNotifier(NotifierResource):
 def test_a_notification_that_cannot_be_sent_never_masks_the_outcome(harness):
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            harness_assets(), partition_key=BULLISH, instance=instance, raise_on_error=False,
+            FLOW_ASSETS, partition_key=BULLISH, instance=instance, raise_on_error=False,
             resources={**harness.resources, "notifier": BrokenNotifier(),
                        "ema_concentration_broker": RejectingBrokerResource(
                            state_path=str(harness.base / "rejecting.sqlite"))})
@@ -84,12 +85,6 @@ def test_a_notification_that_cannot_be_sent_never_masks_the_outcome(harness):
                for m in logged)
     [intent] = harness.ledger.intents("ema_concentration", BULLISH)
     assert intent.status == "rejected" and intent.reason == REASON
-
-
-def harness_assets():
-    from trading_assets.defs.ema_concentration.assets import FLOW_ASSETS
-
-    return FLOW_ASSETS
 
 
 @dg.asset

@@ -15,7 +15,7 @@ import pytest
 
 from trading_assets import settings
 from trading_assets.adapters.aws.dynamodb_ledger import DynamoDbLedger
-from trading_assets.cli_aws import bootstrap
+from trading_assets.cli_aws import bootstrap, tap_topic
 from trading_assets.defs.ema_concentration.assets import FLOW_ASSETS
 from trading_assets.defs.resources import resources_for
 from trading_assets_tests.e2e.cli_world import FLOW, LATER_TICK, ROOT, TICK, TQQQ_PRICE
@@ -44,14 +44,6 @@ def world(aws_env, tmp_path, monkeypatch):
         fake.stop()
 
 
-def _tap(topic_arn: str) -> str:
-    sqs, sns = boto3.client("sqs"), boto3.client("sns")
-    url = sqs.create_queue(QueueName="tap")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
-    return url
-
-
 def test_the_flow_trades_once_in_aws_mode_and_its_results_live_in_s3_and_dynamodb(world, aws_env):
     fake, _ = world
     resources = resources_for("aws")
@@ -75,9 +67,9 @@ def test_the_flow_trades_once_in_aws_mode_and_its_results_live_in_s3_and_dynamod
     assert list(curve["partition_key"]) == [TICK]
 
 
-def test_a_kill_switch_in_aws_mode_reaches_the_topic(world, monkeypatch):
+def test_a_kill_switch_in_aws_mode_reaches_the_topic(world, aws_env, monkeypatch):
     _, created = world
-    tap = _tap(created.topic_arn)
+    tap = tap_topic(aws_env.region, created.topic_arn)
     monkeypatch.setenv("TRADING_KILL_SWITCH", "1")
     assert not dg.materialize(FLOW_ASSETS, resources=resources_for("aws"), partition_key=TICK,
                               raise_on_error=False).success

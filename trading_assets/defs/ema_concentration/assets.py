@@ -142,7 +142,7 @@ def orders(
     _, end = bar_window(context.partition_key)
     params = _params(ema_concentration)
     signal = strategy.Signal(signals.loc[params.target, "signal"])
-    frame, metadata, _ = place_orders(
+    frame, metadata = place_orders(
         context, flow=FLOW, broker=ema_concentration_broker.get(), ledger=ledger.get(), notifier=notifier,
         bar_end=end.to_pydatetime(), prices={str(s): float(p) for s, p in signals["price"].items()},
         plan=lambda state: strategy.plan(signal, params, state.positions, state.prices, state.account.buying_power),

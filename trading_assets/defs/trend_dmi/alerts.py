@@ -9,7 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from trading_assets.adapters.tradingview.alerts import alert_content_id
+from trading_assets.adapters.tradingview.alerts import alert_content_id, parse_tradingview_alert
 from trading_assets.gateway.envelope import decode
 
 FLOW = "trend_dmi"
@@ -32,11 +32,10 @@ def alert_payload(body: str) -> dict[str, Any]:
 def alert_partition_key(body: str) -> str:
     """`<fired yyyymmdd-hhmmss UTC>-<alert id>`: unique per alert, sorted by firing time."""
     payload = alert_payload(body)
-    fired = (payload.get("market_data") or {}).get("timenow") if isinstance(payload.get("market_data"), dict) else None
     try:
-        at = datetime.fromisoformat(str(fired).replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        at = datetime(1970, 1, 1, tzinfo=UTC)  # validated later; the key still names the alert
+        at = parse_tradingview_alert(payload).at.astimezone(UTC)
+    except ValueError:  # the gateway refuses these; the key still names the alert, its run fails naming the field
+        at = datetime(1970, 1, 1, tzinfo=UTC)
     return f"{at:%Y%m%d-%H%M%S}-{alert_content_id(payload)}"
 
 

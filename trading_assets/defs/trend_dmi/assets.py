@@ -165,7 +165,7 @@ def orders(context: dg.AssetExecutionContext, transition: pd.DataFrame, trend_dm
     row = transition.iloc[0]
     at = _alert_time(context.partition_key)
     prices = {row["instrument"]: float(row["price"])} if row["instrument"] else {}
-    frame, metadata, _ = place_orders(
+    frame, metadata = place_orders(
         context, flow=FLOW, broker=trend_dmi_broker.get(), ledger=ledger.get(), notifier=notifier,
         bar_end=at, prices=prices, plan=plan_actions(row, trend_dmi.quantity_for(row["ticker"])),
         kill_switch=settings.kill_switch_engaged(), forward_only=False)

@@ -83,8 +83,10 @@ class AlertWorker:
 
         t0 = time.perf_counter()
         key = alert_partition_key(msg.body)
-        reap_dead_runs(self.instance, by="the alert worker")  # a run whose worker died is not running
         status, attempts = alert_status(self.instance, key)
+        if status == "running":  # unless its worker died: then that run is marked failed, not running
+            reap_dead_runs(self.instance, by="the alert worker")
+            status, attempts = alert_status(self.instance, key)
         if status == "done":
             self.queue.ack(msg)  # another path ran it (the sensor, or this worker before a crash)
             return Processed(msg.alert_id, key, True, time.perf_counter() - t0, note="already done")
