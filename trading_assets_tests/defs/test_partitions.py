@@ -88,3 +88,28 @@ def test_the_partitions_hash_is_computed_once_and_equality_is_unchanged(monkeypa
     assert fresh == market_bar_partitions() and hash(market_bar_partitions()) == first
     other = market_bar_partitions(start="2025-06-02-09:30")
     assert other != fresh and hash(other) != first
+
+
+def test_memoised_key_times_and_ranges_equal_dagsters_own():
+    """A key's start time and a key range's keys are memoised per definition: the kept
+    answers are the ones Dagster computes, a bad key still raises, and another definition
+    (a later start) keeps its own answers."""
+    import dagster as dg
+
+    from trading_assets.defs.partitions import market_bar_partitions
+
+    cls = dg.TimeWindowPartitionsDefinition
+    fresh, later = market_bar_partitions(), market_bar_partitions(start="2025-11-26-09:30")
+    whole = dg.PartitionKeyRange("2025-11-26-15:00", "2025-11-28-10:00")
+    for definition in (fresh, later):
+        for _ in range(2):  # computed, then kept
+            assert definition.start_time_for_partition_key("2025-11-28-12:30") == \
+                cls.start_time_for_partition_key.__wrapped__(definition, "2025-11-28-12:30")
+            keys = definition.get_partition_keys_in_range(whole)
+            assert keys == cls.get_partition_keys_in_range.__wrapped__(definition, whole)
+    # Thanksgiving (11-27) has no bars; the half day (11-28) ends at 13:00
+    assert keys == ["2025-11-26-15:00", "2025-11-26-15:30", "2025-11-28-09:30", "2025-11-28-10:00"]
+    with pytest.raises(ValueError):
+        fresh.start_time_for_partition_key("not a key")
+    assert later.get_partition_keys_in_range(dg.PartitionKeyRange("2025-11-26-09:30", "2025-11-26-10:00")) == [
+        "2025-11-26-09:30", "2025-11-26-10:00"]
