@@ -37,13 +37,15 @@ synth: install
 # The whole local stack: the TradingView webhook gateway (http://127.0.0.1:8000, options in
 # GATEWAY_ARGS, e.g. make dev GATEWAY_ARGS="--port 8001") in the background, and `dg dev`
 # (what `dagster dev` now recommends: webserver + daemon) in the foreground. Ctrl-C stops
-# all three: the trap stops the gateway and the alert worker (which runs each stored alert at
-# once) whichever way dg dev ends.
+# all three: the trap stops the gateway and the alert workers (which run each stored alert at
+# once; WORKER_ARGS, default --processes 2: two symbols' alerts side by side) whichever way
+# dg dev ends.
+WORKER_ARGS ?= --processes 2
 dev: install home
 	@trap 'kill -TERM $$gateway $$worker 2>/dev/null; wait $$gateway $$worker 2>/dev/null' EXIT; \
 	trap 'exit 130' INT; trap 'exit 143' TERM; \
 	$(PY) -m trading_assets gateway $(GATEWAY_ARGS) & gateway=$$!; \
-	$(PY) -m trading_assets worker & worker=$$!; \
+	$(PY) -m trading_assets worker $(WORKER_ARGS) & worker=$$!; \
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dg dev
 
 test: install home

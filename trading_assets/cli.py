@@ -484,6 +484,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _tick_arguments() -> argparse.ArgumentParser:
     """--day, --tick, --pool-wait and --verbose, shared by `run` and `run-aws`."""
     ticks = argparse.ArgumentParser(add_help=False)
@@ -500,14 +510,30 @@ def _tick_arguments() -> argparse.ArgumentParser:
     return ticks
 
 
-def worker(once: bool = False) -> int:
+def worker(once: bool = False, processes: int = 1) -> int:
     """`python -m trading_assets worker`: the fast path for stored alerts (see
-    defs/trend_dmi/processing.py); the sensor is the safety net when it is down."""
+    defs/trend_dmi/processing.py); the sensor is the safety net when it is down.
+    `processes` > 1: that many workers on the one queue (see worker_processes.py)."""
+    if processes > 1 and not once:
+        from trading_assets.worker_processes import supervise
+
+        try:
+            return supervise(processes, _note)
+        except Stopped as exc:
+            _note(f"alert workers stopped by {exc}")
+            return EXIT_OK
     from trading_assets.defs.trend_dmi.processing import worker_for
     from trading_assets.settings import dagster_home
 
     env = _trading_env()
-    alert_worker = _aws_setup(lambda: worker_for(env))
+
+    def build():
+        try:
+            return worker_for(env)
+        except ValueError as exc:  # a bad setting (TRADING_TREND_DMI_INSTRUMENTS, TRADING_BROKER_TREND_DMI)
+            raise UsageError(f"cannot start the alert worker: {' '.join(str(exc).split())}") from None
+
+    alert_worker = _aws_setup(build)
     where = dagster_home() or "an ephemeral instance (set DAGSTER_HOME to see the runs in the UI)"
     _note(f"alert worker: TRADING_ENV={env}, queue {alert_worker.queue!r}, runs on {where}")
     if once:
@@ -560,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
                                              "run at once, in process, against DAGSTER_HOME's instance; Ctrl-C "
                                              "or SIGTERM stops it after the alert in hand")
     p_worker.add_argument("--once", action="store_true", help="process what is waiting, then exit")
+    p_worker.add_argument("--processes", type=_positive_int, default=1,
+                          help="run this many workers on the one queue (default 1): alerts of different "
+                               "symbols run side by side, each symbol's still in order")
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
         for signo in (signal.SIGINT, signal.SIGTERM):
@@ -582,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             days, keys = plan_ticks(args.day, args.ticks)
             return run_aws(lambda: run(days, keys, "aws", args.pool_wait, args.verbose))
         if args.command == "worker":
-            return worker(args.once)
+            return worker(args.once, args.processes)
         if args.command == "gateway":
             try:
                 return gateway(args.host, args.port)

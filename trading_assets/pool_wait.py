@@ -60,14 +60,17 @@ class PoolWait:
     """How long a step may wait for a pool slot, and what happened (read after the run).
 
     `timeout` seconds (0: do not wait); `report` receives one-line progress messages;
-    `reap` is called every `check_every` seconds while blocked (the slot is claimed at the
-    same pace) and returns how many dead holders it cleaned up.
+    `reap` is called every `check_every` seconds while blocked and returns how many dead
+    holders it cleaned up; the slot is tried for every `claim_every` seconds (a freed slot
+    goes to the oldest waiting step, which finds out only when it asks: two alert workers
+    waited ~1 s a step at `check_every`'s pace).
     """
 
     timeout: float
     report: Callable[[str], None] = _stderr
     reap: Callable[[DagsterInstance], int] | None = None
     check_every: float = 1.0
+    claim_every: float = 0.05
     report_every: float = 15.0
     outcome: str | None = None  # None | "timeout" | "SIGINT" | "SIGTERM"
     detail: str = ""  # the last holder description, for the caller's message
@@ -145,7 +148,7 @@ class _BoundedConcurrencyContext(InstanceConcurrencyContext):
             self.policy.report(f"  waiting for pool {concurrency_key} (step {step_key}), held by "
                                f"{self._holders(concurrency_key)}; {limit}, Ctrl-C to stop")
         # Dagster backs off up to 15 s between attempts; a freed slot should not wait that long.
-        self._pending_timeouts[step_key] = min(self._pending_timeouts[step_key], time.time() + self.policy.check_every)
+        self._pending_timeouts[step_key] = min(self._pending_timeouts[step_key], time.time() + self.policy.claim_every)
         return False
 
     def interval_to_next_pending_claim_check(self) -> float:
@@ -155,7 +158,7 @@ class _BoundedConcurrencyContext(InstanceConcurrencyContext):
         now = time.time()
         ready = min((self._pending_timeouts.get(k, now) for k in self._pending_claims), default=now)
         # Dagster's own is never > 0 (a busy loop); short sleeps keep a signal's effect prompt.
-        return max(0.05, min(_SLEEP_SECONDS, ready - now))
+        return max(0.01, min(_SLEEP_SECONDS, ready - now))
 
     def _check_blocked(self) -> None:
         now = time.monotonic()

@@ -74,6 +74,27 @@ def live_trading_enabled() -> bool:
     return env_flag("TRADING_LIVE_TRADING")
 
 
+TREND_DMI_INSTRUMENTS_ENV = "TRADING_TREND_DMI_INSTRUMENTS"
+
+
+def trend_dmi_instruments() -> dict[str, str] | None:
+    """`TRADING_TREND_DMI_INSTRUMENTS="MNQ1!=MNQ@front,ES1!=ES@front,AAPL=AAPL"`: which
+    TradingView tickers the alert flow trades, as which broker instrument (`ROOT@front`:
+    the CME front month). Unset: the flow's default (`MNQ1!` only). The worker, the
+    sensor's runs and the UI all read it, so one setting changes every path."""
+    text = env_str(TREND_DMI_INSTRUMENTS_ENV).strip()
+    if not text:
+        return None
+    mapping: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        ticker, sep, instrument = (x.strip() for x in item.partition("="))
+        if not sep or not ticker or not instrument:
+            raise ValueError(f"{TREND_DMI_INSTRUMENTS_ENV}: {item!r} is not TICKER=INSTRUMENT "
+                             "(e.g. MNQ1!=MNQ@front,ES1!=ES@front)")
+        mapping[ticker] = instrument
+    return mapping
+
+
 def broker_for_flow(flow: str, env: str | None = None) -> str:
     """The broker a flow trades through in `env` (default `TRADING_ENV`).
 

@@ -169,6 +169,22 @@ def ensure_baseline(broker: Broker, ledger: Ledger, account: str, flow: str, as_
     return ledger.record_baseline(account, opening)
 
 
+def account_drift(broker: Broker, ledger: Ledger, flow: str, account: str) -> tuple[list[Drift], dict[str, float]]:
+    """(drift, broker positions) for the account. Another run on the account (a second
+    alert worker) may be placing an order right now, so drift seen while this flow has
+    orders in flight is looked at again after settling them; a symbol whose order is
+    still on its way (sent, not yet answered) is not called drift."""
+    for _ in range(3):
+        positions = {p.symbol: p.qty for p in broker.positions()}
+        drift = reconcile(ledger.net_positions(account), positions)
+        in_flight = [i for i in ledger.intents(flow, open_only=True) if i.status is not IntentStatus.PLANNED]
+        if not drift or not in_flight:
+            return drift, positions
+        sync_open_intents(broker, ledger, flow)
+    pending = {i.symbol for i in ledger.intents(flow, open_only=True) if i.status is not IntentStatus.PLANNED}
+    return [d for d in drift if d.symbol not in pending], positions
+
+
 def reconcile(
     ledger_positions: dict[str, float], broker_positions: dict[str, float], tolerance: float = 1e-6
 ) -> list[Drift]:

@@ -31,11 +31,11 @@ import pandas as pd
 from trading_assets.core.execution import (
     Drift,
     ExecutionReport,
+    account_drift,
     account_key,
     client_order_id,
     ensure_baseline,
     execute_plan,
-    reconcile,
     sync_open_intents,
 )
 from trading_assets.core.ports import Account, Broker, EquitySnapshot, Ledger, OrderIntent, Side
@@ -122,8 +122,7 @@ def run_tick(
     account = broker.account()
     acct = account_key(broker, account.account_id)
     ensure_baseline(broker, ledger, acct, flow, now)
-    positions = {p.symbol: p.qty for p in broker.positions()}
-    drift = reconcile(ledger.net_positions(acct), positions)
+    drift, positions = account_drift(broker, ledger, flow, acct)
     if drift:
         raise PositionDrift(drift)
 
@@ -182,8 +181,8 @@ def settle_equity(broker: Broker, ledger: Ledger, *, flow: str, partition_key: s
     """Record the account as this tick's value only if no later tick was processed
     (`forward_only=False`, alert-driven flows: always, as of the alert's time)."""
     account = broker.account()
-    positions = {p.symbol: p.qty for p in broker.positions()}
     acct = account_key(broker, account.account_id)
+    drift, positions = account_drift(broker, ledger, flow, acct)
     latest = ledger.latest_plan_key(flow)
     curve = ledger.equity_curve(flow)
     recorded = curve[curve["partition_key"] == partition_key]
@@ -202,5 +201,4 @@ def settle_equity(broker: Broker, ledger: Ledger, *, flow: str, partition_key: s
                   f"{partition_key} is older than the newest processed tick {latest} and was never "
                   "recorded: no equity written (today's account is not its history)")
     curve = curve[curve["as_of"] <= pd.Timestamp(bar_end)].reset_index(drop=True)
-    drift = reconcile(ledger.net_positions(acct), positions)
     return EquityOutcome(*values, curve=curve, drift=drift)

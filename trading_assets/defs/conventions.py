@@ -15,3 +15,5 @@ def flow_tags(flow: str, kind: str) -> dict[str, str]:
 #: The IO manager key of the ledger-shaped assets (transactions, equity): the ledger's own
 #: DynamoDB tables in aws, the same Parquet files as every other frame locally.
 LEDGER_IO_MANAGER = "ledger_io_manager"
+# Assets that call a broker: one such step at a time (dagster.yaml sets the pool's limit).
+BROKER_POOL = "broker_api"

@@ -37,8 +37,10 @@ from trading_assets.resources.trading import TradingSettings
 
 
 def _flow_settings() -> dict[str, object]:
+    instruments = settings.trend_dmi_instruments()
+    trend_dmi = TrendDmiSettings(instruments=instruments) if instruments else TrendDmiSettings()
     return {"trading_settings": TradingSettings(), "ema_concentration": EmaConcentrationSettings(),
-            "trend_dmi": TrendDmiSettings()}
+            "trend_dmi": trend_dmi}
 
 
 def local_resources(base: Path | None = None, **overrides: object) -> dict[str, object]:

@@ -11,6 +11,7 @@ import pytest
 from trading_assets.adapters.paper.broker import PaperBroker
 from trading_assets.adapters.sqlite.ledger import SqliteLedger
 from trading_assets.core.execution import (
+    account_drift,
     client_order_id,
     ensure_baseline,
     execute_plan,
@@ -19,6 +20,7 @@ from trading_assets.core.execution import (
 )
 from trading_assets.core.ports import (
     AmbiguousOrderError,
+    IntentStatus,
     KillSwitchEngaged,
     OrderIntent,
     OrderRequest,
@@ -218,6 +220,33 @@ def test_baseline_then_reconcile_detects_drift(paper, ledger):
     paper.submit_order(OrderRequest("manual", "AAPL", Side.BUY, 1, reference_price=100.0))  # by hand, later
     [drift] = reconcile(ledger.net_positions(ACCT), broker_pos())
     assert (drift.symbol, drift.ledger_qty, drift.broker_qty) == ("AAPL", 2, 3)
+
+
+def test_an_order_another_run_has_in_flight_is_not_drift_but_a_manual_one_is(paper, ledger):
+    """Two alert workers share one account: while run B is placing its order, run A's
+    reconciliation sees the broker ahead of the ledger. A's check settles B's open
+    intent (its fill is recorded once) instead of calling it drift; a leg still on its
+    way (sent, unanswered, not yet at the broker) is not drift either; a manual trade is."""
+    ensure_baseline(paper, ledger, ACCT, FLOW, datetime.now(UTC))
+    b_key = "2025-11-26-10:30"
+    [b_leg] = intents(b_key)
+    ledger.record_plan(FLOW, b_key, [b_leg])
+    assert ledger.claim_intent(b_leg.client_order_id, IntentStatus.PLANNED)  # B claimed it...
+    paper.submit_order(OrderRequest(b_leg.client_order_id, "TQQQ", Side.BUY, 10, reference_price=50.0))
+    # ... and its POST landed; B has not written the answer yet when A reconciles
+    drift, positions = account_drift(paper, ledger, FLOW, ACCT)
+    assert drift == [] and positions == {"TQQQ": 10}
+    assert [i.status for i in ledger.intents(FLOW, b_key)] == [IntentStatus.FILLED]
+    assert len(ledger.transactions(flow=FLOW, partition_key=b_key)) == 1
+    assert account_drift(paper, ledger, FLOW, ACCT)[0] == []  # settled once, not twice
+
+    c_key = "2025-11-26-11:00"
+    [c_leg] = intents(c_key)
+    ledger.record_plan(FLOW, c_key, [c_leg])
+    assert ledger.claim_intent(c_leg.client_order_id, IntentStatus.PLANNED)  # sent, not at the broker yet
+    paper.submit_order(OrderRequest("by-hand", "AAPL", Side.BUY, 1, reference_price=100.0))
+    drift, _ = account_drift(paper, ledger, FLOW, ACCT)
+    assert [(d.symbol, d.ledger_qty, d.broker_qty) for d in drift] == [("AAPL", 0, 1)]
 
 
 def test_intent_statuses_cover_every_broker_status_and_split_into_open_and_final():

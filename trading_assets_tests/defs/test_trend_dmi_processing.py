@@ -4,7 +4,11 @@ claimed by the queue, so the two never both act on an alert; a failed run's aler
 back; a burst over several symbols is processed once each, in order per symbol."""
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -148,3 +152,48 @@ def test_a_burst_over_five_symbols_is_processed_once_each_in_order_per_symbol(wo
     assert positions == {f"T{i}Z6": -1.0 for i in range(5)}
     store = resources["symbol_state"].get()
     assert all(json.loads(json.dumps(store.load(FLOW, f"T{i}1!").state))["position"] == "SHORT" for i in range(5))
+
+
+def test_the_ticker_map_comes_from_one_setting_and_a_bad_one_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRADING_TREND_DMI_INSTRUMENTS", " MNQ1!=MNQ@front, ES1!=ES@front ,AAPL=AAPL")
+    assert local_resources(tmp_path)["trend_dmi"].instruments == {"MNQ1!": "MNQ@front", "ES1!": "ES@front",
+                                                                  "AAPL": "AAPL"}
+    monkeypatch.delenv("TRADING_TREND_DMI_INSTRUMENTS")
+    assert local_resources(tmp_path)["trend_dmi"].instruments == {"MNQ1!": "MNQ@front"}  # the default
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    done = subprocess.run([sys.executable, "-m", "trading_assets", "worker", "--once"], cwd=root,
+                          env={**env, "TRADING_TREND_DMI_INSTRUMENTS": "MNQ1!", "TRADING_DATA_DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "TRADING_TREND_DMI_INSTRUMENTS: 'MNQ1!' is not TICKER=INSTRUMENT" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_worker_remembers_found_partitions_and_asks_again_for_missing_ones():
+    from trading_assets.defs.trend_dmi.alerts import alert_partitions
+    from trading_assets.defs.trend_dmi.processing import remember_partitions
+
+    with dg.instance_for_test() as instance:
+        remember_partitions(instance)
+        asked = []
+        storage_has = instance.event_log_storage.has_dynamic_partition
+        instance.event_log_storage.has_dynamic_partition = lambda n, k: asked.append(k) or storage_has(n, k)
+        name = alert_partitions.name
+        assert not instance.has_dynamic_partition(name, "a") and not instance.has_dynamic_partition(name, "a")
+        assert asked == ["a", "a"]  # missing: asked each time
+        instance.add_dynamic_partitions(name, ["a"])
+        assert all(instance.has_dynamic_partition(name, "a") for _ in range(5))
+        assert asked == ["a", "a", "a"]  # found once, then remembered
+
+
+def test_each_worker_creates_the_broker_pool_once_at_its_default_limit():
+    from trading_assets.defs.conventions import BROKER_POOL
+    from trading_assets.defs.trend_dmi.processing import ensure_pool
+
+    with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 1}}}) as instance:
+        assert BROKER_POOL not in instance.event_log_storage.get_concurrency_keys()
+        ensure_pool(instance, BROKER_POOL)
+        ensure_pool(instance, BROKER_POOL)  # a second worker starting: nothing to do, no error
+        info = instance.event_log_storage.get_concurrency_info(BROKER_POOL)
+        assert info.slot_count == 1

@@ -18,7 +18,7 @@ from trading_assets import settings
 from trading_assets.core import calendar
 from trading_assets.core.bars import bar_problems
 from trading_assets.core.strategies import ema_concentration as strategy
-from trading_assets.defs.conventions import LEDGER_IO_MANAGER, OWNERS, flow_tags
+from trading_assets.defs.conventions import BROKER_POOL, LEDGER_IO_MANAGER, OWNERS, flow_tags
 from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
 from trading_assets.defs.partitions import bar_window, market_bars_30m
 from trading_assets.defs.reports import frame_markdown
@@ -127,7 +127,7 @@ def signals(
     })
 
 
-@dg.asset(**_common, kinds={"python"}, pool="broker_api",
+@dg.asset(**_common, kinds={"python"}, pool=BROKER_POOL,
           description="The tick's orders: planned from the target's signal, recorded in the ledger "
                       "before the broker call, placed exactly once.")
 def orders(
@@ -152,7 +152,7 @@ def orders(
 
 # transactions and equity read the ledger and the broker, not the upstream frames: `deps`
 # keeps the lineage without loading a file (and two events) per edge each tick.
-@dg.asset(**_common, kinds={"python"}, pool="broker_api", deps=[orders], io_manager_key=LEDGER_IO_MANAGER,
+@dg.asset(**_common, kinds={"python"}, pool=BROKER_POOL, deps=[orders], io_manager_key=LEDGER_IO_MANAGER,
           description="Fills of this tick's orders, confirmed at the broker and written to the ledger.")
 def transactions(
     context: dg.AssetExecutionContext, ema_concentration_broker: BrokerResource, ledger: LedgerResource

@@ -23,7 +23,7 @@ from trading_assets.core.ports import Side
 from trading_assets.core.strategies import trend_dmi as machine
 from trading_assets.core.symbol_state import RecordedTransition, SymbolStateStore
 from trading_assets.core.tick import PlannedOrder, TickPlan, TickState
-from trading_assets.defs.conventions import LEDGER_IO_MANAGER, OWNERS, flow_tags
+from trading_assets.defs.conventions import BROKER_POOL, LEDGER_IO_MANAGER, OWNERS, flow_tags
 from trading_assets.defs.tick_assets import RECONCILE_CHECK, place_orders, record_fills, settle
 from trading_assets.defs.trend_dmi.alerts import FLOW, AlertConfig, alert_partitions, alert_payload
 from trading_assets.defs.trend_dmi.settings import TrendDmiSettings
@@ -156,7 +156,7 @@ def plan_actions(row: pd.Series, quantity: float):
     return plan
 
 
-@dg.asset(**_common, kinds={"python"}, pool="broker_api",
+@dg.asset(**_common, kinds={"python"}, pool=BROKER_POOL,
           description="The alert's orders (a flip is two legs: close, then enter), recorded in the ledger "
                       "before the broker call, placed exactly once per (alert, leg).")
 def orders(context: dg.AssetExecutionContext, transition: pd.DataFrame, trend_dmi_broker: BrokerResource,
@@ -176,7 +176,7 @@ def _alert_time(partition_key: str) -> datetime:
     return datetime.strptime(partition_key[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
 
 
-@dg.asset(**_common, kinds={"python"}, pool="broker_api", deps=[orders], io_manager_key=LEDGER_IO_MANAGER,
+@dg.asset(**_common, kinds={"python"}, pool=BROKER_POOL, deps=[orders], io_manager_key=LEDGER_IO_MANAGER,
           description="Fills of the alert's orders, confirmed at the broker and written to the ledger.")
 def transactions(context: dg.AssetExecutionContext, trend_dmi_broker: BrokerResource, ledger: LedgerResource
                  ) -> dg.Output[pd.DataFrame]:

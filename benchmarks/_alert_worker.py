@@ -1,0 +1,34 @@
+"""A warm alert worker process for bench_alert_to_order: `worker_for("local")` with the
+benchmark's resources (five mapped tickers for the burst and five for warm-up, a paper
+account large enough for every leg).
+
+    python benchmarks/_alert_worker.py DATA_DIR
+"""
+
+import sys
+from pathlib import Path
+
+
+def bench_resources(data: Path) -> dict[str, object]:
+    from trading_assets.defs.resources import local_resources
+    from trading_assets.defs.trend_dmi.settings import TrendDmiSettings
+    from trading_assets.resources.brokers import PaperBrokerResource
+
+    tickers = {f"{p}{i}1!": f"{p}{i}Z6" for p in "BW" for i in range(5)} | {"MNQ1!": "MNQZ6"}  # W: warm-up
+    broker = PaperBrokerResource(state_path=str(data / "paper_trend_dmi.sqlite"), starting_cash=10_000_000.0,
+                                 allow_short=True)
+    return local_resources(data, trend_dmi=TrendDmiSettings(instruments=tickers), trend_dmi_broker=broker)
+
+
+def main(data: str) -> None:
+    import signal
+
+    from trading_assets.defs.trend_dmi.processing import worker_for
+
+    worker = worker_for("local", bench_resources(Path(data)))
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    worker.run_forever(wait_seconds=0.5)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
