@@ -74,6 +74,13 @@ def live_trading_enabled() -> bool:
     return env_flag("TRADING_LIVE_TRADING")
 
 
+def worker_captures_logs() -> bool:
+    """`TRADING_WORKER_CAPTURE_LOGS=1`: the alert worker's runs capture stdout/stderr into
+    the instance's compute logs as other runs do (off: ~20% less CPU a run; the runs'
+    structured event logs are kept either way, and the worker's own output is its log)."""
+    return env_flag("TRADING_WORKER_CAPTURE_LOGS")
+
+
 TREND_DMI_INSTRUMENTS_ENV = "TRADING_TREND_DMI_INSTRUMENTS"
 
 

@@ -197,3 +197,19 @@ def test_each_worker_creates_the_broker_pool_once_at_its_default_limit():
         ensure_pool(instance, BROKER_POOL)  # a second worker starting: nothing to do, no error
         info = instance.event_log_storage.get_concurrency_info(BROKER_POOL)
         assert info.slot_count == 1
+
+
+def test_the_workers_instance_is_dagster_homes_without_stdout_capture(tmp_path, monkeypatch):
+    from trading_assets.defs.trend_dmi.processing import worker_instance
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "dagster.yaml").write_text((root / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.delenv("TRADING_WORKER_CAPTURE_LOGS", raising=False)
+    with worker_instance() as instance:
+        assert type(instance.compute_log_manager).__name__ == "NoOpComputeLogManager"
+        assert instance.root_directory == str(tmp_path)  # the same runs, events and pools as the UI's
+        assert instance.global_op_concurrency_default_limit == 1
+    monkeypatch.setenv("TRADING_WORKER_CAPTURE_LOGS", "1")
+    with worker_instance() as instance:
+        assert type(instance.compute_log_manager).__name__ == "LocalComputeLogManager"

@@ -154,14 +154,13 @@ def worker_for(env: str, resources: dict[str, object] | None = None) -> AlertWor
     """The warm worker of `env`: its queue, the flow's job with the environment's
     resources (or `resources`), and the Dagster instance of DAGSTER_HOME (so its runs show
     in the UI)."""
-    from trading_assets import settings
     from trading_assets.defs.resources import resources_for
     from trading_assets.defs.trend_dmi.assets import FLOW_ASSETS, trend_dmi_alert_job
     from trading_assets.resources.messaging import alert_queue_resource
 
     job = dg.Definitions(assets=FLOW_ASSETS, jobs=[trend_dmi_alert_job],
                          resources=resources or resources_for(env)).resolve_job_def(trend_dmi_alert_job.name)
-    instance = dg.DagsterInstance.get() if settings.dagster_home() else dg.DagsterInstance.ephemeral()
+    instance = worker_instance()
     keep_connections_open(instance)
     remember_partitions(instance)
     ensure_pool(instance, BROKER_POOL)
@@ -184,6 +183,29 @@ def ensure_pool(instance: dg.DagsterInstance, pool: str) -> None:
             if attempt == 2:
                 raise
             time.sleep(0.1)
+
+
+NO_CAPTURE = {"compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager",
+                               "class": "NoOpComputeLogManager"}}
+
+
+def worker_instance() -> dg.DagsterInstance:
+    """DAGSTER_HOME's instance (ephemeral without one), as dagster.yaml configures it,
+    except that the worker's runs do not capture stdout/stderr (measured: 0.29 -> 0.23 s of
+    CPU a run; the capture forks two `tail` processes a run and, in aws mode, uploads to
+    S3). Their structured event logs (every context.log line, every event) are in the
+    instance as for any run; the worker's own output is its log. TRADING_WORKER_CAPTURE_LOGS=1
+    keeps the capture."""
+    from dagster._core.instance.ref import InstanceRef
+
+    from trading_assets import settings
+
+    home = settings.dagster_home()
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    if settings.worker_captures_logs():
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(home, overrides=NO_CAPTURE))
 
 
 def remember_partitions(instance: dg.DagsterInstance) -> None:
