@@ -11,6 +11,7 @@ import requests
 
 from trading_assets.adapters.ratelimit import RateLimiter
 from trading_assets.adapters.sqlite.ledger import SqliteLedger
+from trading_assets.adapters.tradovate import broker as tradovate_broker
 from trading_assets.adapters.tradovate.broker import TradovateBroker
 from trading_assets.core.execution import account_key, client_order_id, execute_plan
 from trading_assets.core.ports import (
@@ -162,9 +163,13 @@ def test_a_renewal_with_a_revoked_token_is_refused_by_the_fake(tv) -> None:
 def test_logins_over_the_auth_limit_get_a_captcha_ticket_inside_http_200(tv) -> None:
     """Tradovate allows 10 authentication requests a minute; the 11th login is answered
     HTTP 200 with a p-ticket demanding a captcha, which the adapter reports as a typed
-    rate limit (and stops calling) instead of retrying."""
+    rate limit (and stops calling) instead of retrying. (Eleven processes: each broker
+    here gets a login of its own, as it would in a process of its own.)"""
     _, fake = tv
-    fresh = [make_broker(fake) for _ in range(11)]
+    fresh = []
+    for _ in range(11):
+        tradovate_broker._LOGINS.clear()
+        fresh.append(make_broker(fake))
     try:
         for b in fresh[:10]:
             b.positions()
@@ -176,6 +181,29 @@ def test_logins_over_the_auth_limit_get_a_captcha_ticket_inside_http_200(tv) -> 
         assert fresh[0].positions() == []  # tokens already issued keep working
     finally:
         for b in fresh:
+            b.close()
+
+
+def test_broker_objects_of_one_process_share_one_login_and_one_auth_budget(tv) -> None:
+    """The resources build a broker per step: five runs of three broker steps in a warm
+    worker are fifteen broker objects, and they log in once (before: fifteen logins, a
+    captcha ticket from the eleventh). Other credentials are another login."""
+    _, fake = tv
+    before = fake.login_count()
+    brokers = [make_broker(fake) for _ in range(15)]
+    try:
+        for b in brokers:
+            b.positions()
+        assert fake.login_count() - before <= 1 and fake.hammered == 0
+        fake.fault_expire_session()  # the server drops the token: one new login for all of them
+        for b in brokers:
+            b.positions()
+        assert fake.login_count() - before <= 2
+        stranger = make_broker(fake, password="someone-elses-password")
+        with pytest.raises(SessionExpired):
+            stranger.positions()  # never the others' token
+    finally:
+        for b in brokers:
             b.close()
 
 

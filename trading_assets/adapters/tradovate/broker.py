@@ -36,9 +36,11 @@ Why it looks the way it does (see `broker-wire-spec.md` section 3):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,6 +117,39 @@ def _parse_time(value: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+@dataclass
+class _Login:
+    """One Tradovate login, shared by every broker object of a process with the same
+    credentials and server. The resources build a broker per step, so a run of three
+    broker steps logged in three times, each with its own count of auth calls; a warm alert
+    worker running alert after alert passed Tradovate's 10 auth requests a minute, and a
+    login over the limit answers a p-captcha ticket (about an hour locked out)."""
+
+    limiter: RateLimiter
+    token: str | None = None
+    expires_at: datetime | None = None
+    locked_until: datetime | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+_LOGINS: dict[tuple[str, ...], _Login] = {}
+_LOGINS_LOCK = threading.Lock()
+
+
+def _fingerprint(password: str, sec: str) -> str:
+    """Keys the shared login by the secrets without keeping them (a changed password is a
+    new login, never the old one's token)."""
+    return hashlib.sha256(f"{password}\0{sec}".encode()).hexdigest()
+
+
+def _shared_login(key: tuple[str, ...], limiter: Callable[[], RateLimiter]) -> _Login:
+    with _LOGINS_LOCK:
+        login = _LOGINS.get(key)
+        if login is None:
+            login = _LOGINS[key] = _Login(limiter=limiter())
+        return login
+
+
 class TradovateBroker:
     """A Tradovate futures account (demo or live) behind the `Broker` protocol."""
 
@@ -163,18 +198,50 @@ class TradovateBroker:
         stamp = lambda: self._clock().timestamp()  # noqa: E731
         self._limiter = rate_limiter or RateLimiter(*GENERAL_LIMIT, clock=stamp,
                                                     sleep=self._sleep)
-        self._auth_limiter = RateLimiter(*AUTH_LIMIT, clock=stamp, sleep=self._sleep)
+        self._login_state = _shared_login(
+            (self.base_url, str(username), str(app_id), str(self._cid), _fingerprint(password, sec)),
+            lambda: RateLimiter(*AUTH_LIMIT, clock=stamp, sleep=self._sleep))
         self._renew_before = renew_before
         self._max_penalty_wait = float(max_penalty_wait)
         self._max_penalties = int(max_penalties)
-        self._lock = threading.RLock()
-        self._token: str | None = None
-        self._expires_at: datetime | None = None
-        self._locked_until: datetime | None = None
         self._acct: dict[str, Any] | None = None
         self._contract_names: dict[int, str] = {}
         self._contract_ids: dict[str, int] = {}
         self._known: dict[str, int] = {}  # cache of /command/list: client order id -> order id
+
+    # The login (token, expiry, lockout, auth rate limit) is the process's, shared by every
+    # broker object with these credentials: see `_Login`.
+    @property
+    def _lock(self) -> threading.RLock:
+        return self._login_state.lock
+
+    @property
+    def _auth_limiter(self) -> RateLimiter:
+        return self._login_state.limiter
+
+    @property
+    def _token(self) -> str | None:
+        return self._login_state.token
+
+    @_token.setter
+    def _token(self, value: str | None) -> None:
+        self._login_state.token = value
+
+    @property
+    def _expires_at(self) -> datetime | None:
+        return self._login_state.expires_at
+
+    @_expires_at.setter
+    def _expires_at(self, value: datetime | None) -> None:
+        self._login_state.expires_at = value
+
+    @property
+    def _locked_until(self) -> datetime | None:
+        return self._login_state.locked_until
+
+    @_locked_until.setter
+    def _locked_until(self, value: datetime | None) -> None:
+        self._login_state.locked_until = value
 
     @property
     def is_live(self) -> bool:
