@@ -42,6 +42,8 @@ synth: install
 # dg dev ends.
 WORKER_ARGS ?= --processes 2
 dev: install home
+	@# create the instance's storage once, before the webserver, daemon and workers open it at once
+	@$(PY) -c "import dagster; dagster.DagsterInstance.get().dispose()"
 	@trap 'kill -TERM $$gateway $$worker 2>/dev/null; wait $$gateway $$worker 2>/dev/null' EXIT; \
 	trap 'exit 130' INT; trap 'exit 143' TERM; \
 	$(PY) -m trading_assets gateway $(GATEWAY_ARGS) & gateway=$$!; \

@@ -27,10 +27,24 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "trading_assets", "worker"]
 
 
+def _create_storage() -> None:
+    """Open DAGSTER_HOME's instance once, so its storage exists before N workers open it at
+    the same moment (on a fresh SQLite instance they raced to create the tables: "table
+    runs already exists", and one worker died)."""
+    from trading_assets import settings
+
+    if settings.dagster_home():
+        import dagster as dg
+
+        with dg.DagsterInstance.get():
+            pass
+
+
 def supervise(processes: int, note: Callable[[str], None], command: list[str] | None = None,
               stopping: Callable[[], bool] = lambda: False) -> int:
     """Run `processes` workers until stopped; 0 after a clean stop."""
     argv = command or worker_command()
+    _create_storage()
     children: list[subprocess.Popen] = [subprocess.Popen(argv) for _ in range(processes)]
     note(f"alert workers: {processes} processes ({', '.join(str(c.pid) for c in children)})")
     try:
