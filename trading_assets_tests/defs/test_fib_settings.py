@@ -1,0 +1,56 @@
+"""The IG Fibonacci flow's settings: sensible defaults (EUR/USD), and every bad value is a
+clear error naming it when the resource is built, before anything is fetched."""
+
+import dagster as dg
+import pytest
+
+from trading_assets.defs.fib_retracement.settings import FibInstrument, FibRetracementSettings
+
+
+def test_the_default_trades_eurusd_with_the_strategys_parameters():
+    settings = FibRetracementSettings()
+    assert [(i.epic, i.size, i.currency) for i in settings.instruments] == [("CS.D.EURUSD.MINI.IP", 1.0, "USD")]
+    params = settings.params()
+    assert (params.lookback, params.window, params.levels) == (40, 3, (0.382, 0.5, 0.618))
+    assert settings.instrument("CS.D.EURUSD.MINI.IP").size == 1.0
+    with pytest.raises(KeyError, match="not a configured instrument"):
+        settings.instrument("CS.D.GBPUSD.MINI.IP")
+
+
+@pytest.mark.parametrize(("instrument", "message"), [
+    ({"epic": "eurusd"}, "not an IG epic"),
+    ({"epic": "CS.D.EURUSD.MINI.IP", "size": 0}, "size must be > 0"),
+    ({"epic": "CS.D.EURUSD.MINI.IP", "currency": "usd"}, "3-letter ISO code"),
+])
+def test_a_bad_instrument_names_what_is_wrong(instrument, message):
+    with pytest.raises(ValueError, match=message):
+        FibInstrument(**instrument)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"instruments": []}, "at least one IG market"),
+    ({"instruments": [FibInstrument(epic="CS.D.EURUSD.MINI.IP")] * 2}, "each epic once"),
+    ({"window": 20}, "lookback >= 2\\*window\\+3"),
+    ({"levels": [0.2, 1.2]}, "levels must be ratios"),
+    ({"stop_loss_ratio": 0.9}, "stop_loss_ratio must be one of"),
+])
+def test_bad_strategy_settings_fail_when_built(fields, message):
+    with pytest.raises(ValueError, match=message):
+        FibRetracementSettings(**fields)
+
+
+def test_launchpad_config_is_checked_before_any_asset_runs():
+    ran = []
+
+    @dg.asset
+    def uses_settings(fib_retracement: FibRetracementSettings) -> None:
+        ran.append(fib_retracement.params())
+
+    with pytest.raises(dg.DagsterResourceFunctionError) as info:
+        dg.materialize([uses_settings], resources={"fib_retracement": FibRetracementSettings()},
+                       run_config={"resources": {"fib_retracement": {"config": {"window": 20}}}})
+    assert "lookback >= 2*window+3" in str(info.value.__cause__)  # the strategy's own words
+    assert ran == []
+    dg.materialize([uses_settings], resources={"fib_retracement": FibRetracementSettings()},
+                   run_config={"resources": {"fib_retracement": {"config": {"window": 4}}}})
+    assert ran[0].window == 4
