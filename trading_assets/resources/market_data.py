@@ -12,14 +12,16 @@ from trading_assets.resources.messaging import AwsSecretsResource
 
 
 class ReplayMarketDataResource(MarketDataResource):
-    """Deterministic offline bars from the bundled real return tape."""
+    """Deterministic offline bars from the bundled real return tape: NYSE sessions, or
+    (`session="fx"`) hourly bars of IG epics through the FX week."""
 
     allow_any_symbol: bool = False
+    session: str = "nyse"
 
     def get(self) -> MarketData:
         from trading_assets.adapters.replay.market_data import ReplayMarketData
 
-        return ReplayMarketData(allow_any_symbol=self.allow_any_symbol)
+        return ReplayMarketData(allow_any_symbol=self.allow_any_symbol, session=self.session)
 
 
 class TwelveDataResource(Credentials, MarketDataResource):

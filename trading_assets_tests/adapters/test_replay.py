@@ -150,3 +150,33 @@ def test_five_and_fifteen_minute_bars_aggregate_the_minutes(replay):
         assert len(bars) == len(want) == len(minutes) // int(interval.removesuffix("min"))
         pd.testing.assert_frame_equal(bars.drop(columns="symbol"), want.rename_axis("timestamp"),
                                       check_exact=True, check_freq=False)
+
+
+def test_fx_replay_serves_ig_epics_hourly_through_the_fx_week_like_real_eurusd():
+    from trading_assets.adapters.replay.market_data import FX_LEVELS, _tape
+    from trading_assets.core import fx_hours
+
+    fx = ReplayMarketData(session="fx")
+    epics = ["CS.D.EURUSD.MINI.IP", "CS.D.USDJPY.MINI.IP"]
+    start, end = pd.Timestamp("2025-10-01", tz="UTC"), pd.Timestamp("2025-12-01", tz="UTC")
+    bars = fx.get_bars(epics, start, end, "1h")
+    eur = bars[bars["symbol"] == epics[0]]
+    # exactly the FX hours: every bar start is open, every open hour has a bar
+    local = eur.index.tz_convert(fx_hours.TZ).tz_localize(None)
+    assert all(fx_hours.closed_reason(t.to_pydatetime()) is None for t in local)
+    hours = pd.date_range(start, end, freq="1h", inclusive="left").tz_convert(fx_hours.TZ).tz_localize(None)
+    assert len(eur) == sum(fx_hours.closed_reason(t.to_pydatetime()) is None for t in hours)
+    # like real EURUSD: around the pair's level, hour-to-hour moves at the tape's real volatility
+    assert abs(eur["close"].median() / FX_LEVELS["EURUSD"] - 1) < 0.1
+    assert 100 < bars[bars["symbol"] == epics[1]]["close"].median() < 200
+    step = eur.index.to_series().diff() == pd.Timedelta(hours=1)
+    ratio = np.log(eur["close"]).diff()[step].std() / _tape()["hourly_vol"]
+    assert 0.6 < ratio < 1.6
+    # the same bars whoever asks, and a narrower window is a slice of a wider one
+    again = ReplayMarketData(session="fx").get_bars(epics[:1], pd.Timestamp("2025-11-10", tz="UTC"),
+                                                     pd.Timestamp("2025-11-11", tz="UTC"), "1h")
+    pd.testing.assert_frame_equal(again, eur.loc[again.index])
+    with pytest.raises(UnknownSymbolError, match="not IG epics"):
+        fx.get_bars(["EURUSD"], start, end, "1h")
+    with pytest.raises(MarketDataError, match="hourly"):
+        fx.get_bars(epics, start, end, "30min")

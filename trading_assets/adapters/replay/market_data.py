@@ -11,6 +11,9 @@ How a bar is made (all vectorised over symbols x bars):
 - Each symbol gets its own offset into the tape, price level and volatility multiplier
   from a hash of its name (stable across processes and machines).
 - Only bars inside NYSE sessions are returned (exchange calendar: holidays, half days).
+- `session="fx"`: hourly bars of IG epics (`CS.D.EURUSD.MINI.IP`) through the FX week
+  (core/fx_hours.py). One bar is one step of the tape, one real EURUSD hour, at EURUSD's
+  real hourly volatility and around each pair's usual level, so they move like real FX.
 
 Intervals under 30 minutes ("1min", "5min", "15min") are cut out of the 30-minute bars,
 so they agree with them exactly:
@@ -40,14 +43,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 
-from trading_assets.core import calendar
+from trading_assets.core import calendar, fx_hours
 from trading_assets.core.bars import BAR_COLUMNS, empty_bars, normalise_bars
 from trading_assets.core.ports import MarketDataError, UnknownSymbolError
 
@@ -73,6 +76,7 @@ def _tape() -> dict[str, np.ndarray]:
     down = (body_lo - raw["Low"].to_numpy()[1:]) / close[1:] / np.std(np.diff(np.log(close)))
     volume = raw["Volume"].to_numpy(dtype="float64")[1:]
     return {
+        "hourly_vol": np.std(np.diff(np.log(close))),  # the real EURUSD hourly log-return std
         "level": level,
         "step": np.roll(level, -1) - level,  # level[i+1] - level[i], wrapping round
         "up": np.clip(up, 0, None),
@@ -82,6 +86,23 @@ def _tape() -> dict[str, np.ndarray]:
 
 
 @cache
+def _fx_bar_starts(start: datetime, end: datetime, interval: str) -> pd.DatetimeIndex:
+    """Hourly FX bar starts (UTC) in [start, end): the FX week, less IG's closures."""
+    if interval != "1h":
+        raise MarketDataError(f"replay FX bars are hourly ('1h'), not {interval!r}")
+    start_ts, end_ts = pd.Timestamp(start), pd.Timestamp(end)
+    if start_ts.tzinfo is None or end_ts.tzinfo is None:
+        raise MarketDataError("start and end must be tz-aware")
+    first = start_ts.tz_convert(fx_hours.TZ).date()
+    last = end_ts.tz_convert(fx_hours.TZ).date() + timedelta(days=1)
+    naive = [b for day in pd.date_range(first, last, freq="D") for b in fx_hours.bar_starts(day.date())]
+    if not naive:
+        return pd.DatetimeIndex([], tz="UTC")
+    idx = pd.DatetimeIndex(naive).tz_localize(fx_hours.TZ, ambiguous="NaT", nonexistent="NaT")
+    idx = idx[~idx.isna()].tz_convert("UTC").as_unit("ns")
+    return idx[(idx >= start_ts) & (idx < end_ts)]
+
+
 def default_universe() -> frozenset[str]:
     text = resources.files("trading_assets.data").joinpath("universe.txt").read_text()
     return frozenset(tok for line in text.splitlines() if not line.startswith("#") for tok in line.split())
@@ -105,12 +126,28 @@ def _minute_offset(symbol: str, n_tape: int) -> int:
     return int.from_bytes(h[9:13], "big") % n_tape
 
 
-def _tape_bars(symbols: list[str], step0: np.ndarray, steps: int) -> dict[str, np.ndarray]:
+FX_LEVELS = {"EURUSD": 1.08, "GBPUSD": 1.27, "USDJPY": 150.0, "AUDUSD": 0.66, "USDCHF": 0.88,
+             "USDCAD": 1.36, "NZDUSD": 0.60, "EURGBP": 0.85, "EURJPY": 162.0}
+EPIC_RE = re.compile(r"^[A-Z0-9_]+(\.[A-Z0-9_]+){2,}$")
+
+
+def _fx_params(epic: str, n_tape: int) -> tuple[int, float, float, float]:
+    """(offset, level, hourly volatility, base volume) for an IG epic: the pair's usual
+    level (its code is the epic's third part, CS.D.EURUSD.MINI.IP), EURUSD's real hourly
+    volatility, a stable offset into the tape from the epic's hash."""
+    h = hashlib.sha256(epic.encode()).digest()
+    parts = epic.split(".")
+    level = FX_LEVELS.get(parts[2] if len(parts) > 2 else "", 1.0)
+    return int.from_bytes(h[:4], "big") % n_tape, level, float(_tape()["hourly_vol"]), 1e3
+
+
+def _tape_bars(symbols: list[str], step0: np.ndarray, steps: int,
+               params_for=_symbol_params) -> dict[str, np.ndarray]:
     """open/high/low/close/volume (symbols x bars) of bars spanning `steps` tape steps
-    from the 30-minute steps `step0` since the epoch."""
+    from the tape steps `step0` since the epoch."""
     tape = _tape()
     n_tape = len(tape["level"])
-    params = np.array([_symbol_params(s, n_tape) for s in symbols])
+    params = np.array([params_for(s, n_tape) for s in symbols])
     offset = params[:, 0].astype(np.int64)[:, None]
     base, vol, vol0 = params[:, 1:2], params[:, 2:3], params[:, 3:4]
     i_open = (step0[None, :] + offset) % n_tape
@@ -187,11 +224,20 @@ class ReplayMarketData:
 
     name = "replay"
 
-    def __init__(self, universe: Sequence[str] | None = None, allow_any_symbol: bool = False) -> None:
+    def __init__(self, universe: Sequence[str] | None = None, allow_any_symbol: bool = False,
+                 session: str = "nyse") -> None:
+        if session not in ("nyse", "fx"):
+            raise ValueError(f"session must be 'nyse' or 'fx', not {session!r}")
         self.universe = frozenset(universe) if universe is not None else default_universe()
         self.allow_any_symbol = allow_any_symbol
+        self.session = session
 
     def check_symbols(self, symbols: Sequence[str]) -> None:
+        if self.session == "fx":
+            bad = [s for s in symbols if not isinstance(s, str) or not EPIC_RE.match(s)]
+            if bad:
+                raise UnknownSymbolError(f"not IG epics (like CS.D.EURUSD.MINI.IP): {bad}")
+            return
         bad = [s for s in symbols if not isinstance(s, str) or not _SYMBOL_RE.match(s)]
         if bad:
             raise UnknownSymbolError(f"not valid ticker symbols: {bad}")
@@ -204,6 +250,8 @@ class ReplayMarketData:
 
     def bar_starts(self, start: datetime, end: datetime, interval: str) -> pd.DatetimeIndex:
         """Session bar starts (UTC) in [start, end) at the interval, anchored at the open."""
+        if self.session == "fx":
+            return _fx_bar_starts(start, end, interval)
         if interval not in INTERVALS:
             raise MarketDataError(f"replay supports intervals {sorted(INTERVALS)}, not {interval!r}")
         start_ts, end_ts = pd.Timestamp(start), pd.Timestamp(end)
@@ -224,7 +272,10 @@ class ReplayMarketData:
         if len(starts) == 0 or not symbols:
             return empty_bars()
         minutes = INTERVALS[interval]
-        if minutes < _MINUTES_PER_STEP:
+        if self.session == "fx":  # one real EURUSD hour per bar
+            step0 = ((starts - _EPOCH) // pd.Timedelta(hours=1)).to_numpy(dtype=np.int64)
+            bars = _tape_bars(symbols, step0, 1, params_for=_fx_params)
+        elif minutes < _MINUTES_PER_STEP:
             bars = _sub_bars(symbols, starts, minutes)
         else:
             # 30-minute steps since the epoch for every bar start; an hourly bar spans
