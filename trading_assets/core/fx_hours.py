@@ -81,3 +81,15 @@ def repeated_hours(start: date, end: date) -> list[datetime]:
                 out.append(moment)
         day += timedelta(days=7)
     return out
+
+
+def previous_bar_starts(last: datetime, count: int) -> list[datetime]:
+    """The naive New York starts of the `count` FX bars up to and including the bar
+    starting at `last`, oldest first (across weekends and closures)."""
+    check_bar_start(last)
+    out: list[datetime] = []
+    day = (last + timedelta(days=1)).date() if last.time() >= ROLLOVER else last.date()
+    while len(out) < count:
+        out[:0] = [b for b in bar_starts(day) if b <= last]
+        day -= timedelta(days=1)
+    return out[-count:]

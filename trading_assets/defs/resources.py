@@ -22,11 +22,12 @@ import dagster as dg
 from trading_assets import settings
 from trading_assets.defs.conventions import LEDGER_IO_MANAGER
 from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
+from trading_assets.defs.fib_retracement.settings import FibRetracementSettings
 from trading_assets.defs.trend_dmi.settings import TrendDmiSettings
 from trading_assets.resources.brokers import broker_key, broker_resource_for_flow
 from trading_assets.resources.io_managers import LocalParquetIOManager, S3ParquetIOManager
 from trading_assets.resources.ledger import SqliteLedgerResource
-from trading_assets.resources.market_data import market_data_resource
+from trading_assets.resources.market_data import fx_prices_resource, market_data_resource
 from trading_assets.resources.messaging import (
     AwsSecretsResource,
     alert_queue_resource,
@@ -35,12 +36,14 @@ from trading_assets.resources.messaging import (
 from trading_assets.resources.symbol_state import symbol_state_resource
 from trading_assets.resources.trading import TradingSettings
 
+FIB_PRICES = "fib_retracement_prices"  # hourly IG epic prices (replay FX week locally)
+
 
 def _flow_settings() -> dict[str, object]:
     instruments = settings.trend_dmi_instruments()
     trend_dmi = TrendDmiSettings(instruments=instruments) if instruments else TrendDmiSettings()
     return {"trading_settings": TradingSettings(), "ema_concentration": EmaConcentrationSettings(),
-            "trend_dmi": trend_dmi}
+            "trend_dmi": trend_dmi, "fib_retracement": FibRetracementSettings()}
 
 
 def local_resources(base: Path | None = None, **overrides: object) -> dict[str, object]:
@@ -49,6 +52,7 @@ def local_resources(base: Path | None = None, **overrides: object) -> dict[str, 
     frames = LocalParquetIOManager(base_dir=str(base / "assets"))
     resources: dict[str, object] = {
         "market_data": market_data_resource(settings.market_data_source("local")),
+        FIB_PRICES: fx_prices_resource("local"),
         **{broker_key(flow): broker_resource_for_flow(flow, "local", base=base) for flow in settings.FLOWS},
         "ledger": SqliteLedgerResource(path=str(base / "ledger.sqlite")),
         "io_manager": frames,
@@ -72,6 +76,7 @@ def aws_resources(**overrides: object) -> dict[str, object]:
     base = settings.data_dir()  # the paper broker's state, when a flow is sent back to paper
     resources: dict[str, object] = {
         "market_data": market_data_resource(settings.market_data_source("aws"), secrets=secrets),
+        FIB_PRICES: fx_prices_resource("aws", secrets=secrets),
         **{broker_key(flow): broker_resource_for_flow(flow, "aws", base=base, secrets=secrets)
            for flow in settings.FLOWS},
         "ledger": DynamoDbLedgerResource(region=aws.region, transactions_table=aws.transactions_table,

@@ -115,3 +115,17 @@ def market_data_resource(source: str, *, secrets: AwsSecretsResource | None = No
         return AlpacaBarsResource(**credentials(AlpacaBarsResource, secrets),
                                   url_override=settings.endpoint("ALPACA_DATA_URL"))
     raise ValueError(f"unknown market data {source!r}; sources are {settings.MARKET_DATA_SOURCES}")
+
+
+def fx_prices_resource(env: str, *, secrets: AwsSecretsResource | None = None) -> MarketDataResource:
+    """Hourly prices of IG epics for the Fibonacci flow: the replay FX week locally, IG's
+    price history in aws mode (the IG login from the environment or `secrets`;
+    IG_ACC_TYPE demo by default, IG_BASE_URL for a recording server)."""
+    if env == "local":
+        return ReplayMarketDataResource(session="fx")
+    if env == "aws":
+        return IGPricesResource(**credentials(IGPricesResource, secrets),
+                                acc_type=settings.env_str("IG_ACC_TYPE", "demo"),
+                                acc_number=settings.env_str("IG_ACC_NUMBER") or None,
+                                base_url=settings.endpoint("IG_BASE_URL"))
+    raise ValueError(f"no FX prices for TRADING_ENV={env!r}")

@@ -249,6 +249,26 @@ def signals_frame(bars: pd.DataFrame, params: Params | None = None) -> pd.DataFr
     return out
 
 
+SWING_COLUMNS = ("symbol", "kind", "at", "price", "position")
+
+
+def swings_frame(bars: pd.DataFrame, params: Params | None = None) -> pd.DataFrame:
+    """Every swing point `evaluate` sees (rule 2): per symbol, the alternating peaks and
+    troughs of its last `lookback` bars, with the bar's time and price and its position
+    counted back from the newest bar (0 = the newest)."""
+    params = params or Params()
+    rows = []
+    for symbol, group in bars.groupby("symbol", sort=True):
+        group = group.sort_index(kind="stable").iloc[-params.lookback:]
+        hi, lo = (group[c].to_numpy(dtype="float64") for c in ("high", "low"))
+        if not (np.isfinite(hi).all() and np.isfinite(lo).all()):
+            continue  # the bars' check names the NaN; evaluate says NONE
+        n = len(group)
+        for point in _swing_points(hi, lo, params.window, 0, list(group.index)):
+            rows.append((str(symbol), point.kind, point.at, point.price, n - 1 - point.position))
+    return pd.DataFrame(rows, columns=list(SWING_COLUMNS))
+
+
 def signal_history(bars: pd.DataFrame, params: Params | None = None) -> pd.DataFrame:
     """`evaluate` as of every bar of one symbol (row t sees only bars up to t).
 
