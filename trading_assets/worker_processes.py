@@ -23,10 +23,6 @@ from collections.abc import Callable
 RESTART_PAUSE_SECONDS = 1.0
 
 
-def worker_command() -> list[str]:
-    return [sys.executable, "-m", "trading_assets", "worker"]
-
-
 def _create_storage() -> None:
     """Open DAGSTER_HOME's instance once, so its storage exists before N workers open it at
     the same moment (on a fresh SQLite instance they raced to create the tables: "table
@@ -40,15 +36,15 @@ def _create_storage() -> None:
             pass
 
 
-def supervise(processes: int, note: Callable[[str], None], command: list[str] | None = None,
-              stopping: Callable[[], bool] = lambda: False) -> int:
-    """Run `processes` workers until stopped; 0 after a clean stop."""
-    argv = command or worker_command()
+def supervise(processes: int, note: Callable[[str], None]) -> int:
+    """Run `processes` workers until stopped (Ctrl-C or SIGTERM raise in this process);
+    0 after a clean stop."""
+    argv = [sys.executable, "-m", "trading_assets", "worker"]
     _create_storage()
     children: list[subprocess.Popen] = [subprocess.Popen(argv) for _ in range(processes)]
     note(f"alert workers: {processes} processes ({', '.join(str(c.pid) for c in children)})")
     try:
-        while not stopping():
+        while True:
             for i, child in enumerate(children):
                 code = child.poll()
                 if code is None:

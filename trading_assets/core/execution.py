@@ -174,15 +174,16 @@ def account_drift(broker: Broker, ledger: Ledger, flow: str, account: str) -> tu
     alert worker) may be placing an order right now, so drift seen while this flow has
     orders in flight is looked at again after settling them; a symbol whose order is
     still on its way (sent, not yet answered) is not called drift."""
-    for _ in range(3):
+    for attempt in range(3):
         positions = {p.symbol: p.qty for p in broker.positions()}
         drift = reconcile(ledger.net_positions(account), positions)
-        in_flight = [i for i in ledger.intents(flow, open_only=True) if i.status is not IntentStatus.PLANNED]
-        if not drift or not in_flight:
+        sent = {i.symbol for i in ledger.intents(flow, open_only=True) if i.status is not IntentStatus.PLANNED}
+        if not drift or not sent:
             return drift, positions
+        if attempt == 2:
+            return [d for d in drift if d.symbol not in sent], positions
         sync_open_intents(broker, ledger, flow)
-    pending = {i.symbol for i in ledger.intents(flow, open_only=True) if i.status is not IntentStatus.PLANNED}
-    return [d for d in drift if d.symbol not in pending], positions
+    raise AssertionError("unreachable")
 
 
 def reconcile(

@@ -24,14 +24,24 @@ def closed_reason(start: datetime) -> str | None:
     local = start if start.tzinfo is None else start.astimezone(ZoneInfo(TZ)).replace(tzinfo=None)
     if local.minute or local.second or local.microsecond:
         return f"{local:%Y-%m-%d %H:%M} is not the start of an hour"
-    # the FX trade date: a bar from 17:00 on belongs to the next day
-    trade_date = local.date() + timedelta(days=1) if local.time() >= ROLLOVER else local.date()
+    trade_date = _trade_date(local)
     weekday = trade_date.weekday()
     if weekday >= 5:
         return f"{local:%a %Y-%m-%d %H:%M} New York is in the FX weekend (Friday 17:00 to Sunday 17:00)"
     if (trade_date.month, trade_date.day) in CLOSURES:
         return f"{local:%Y-%m-%d %H:%M} New York is in IG's {_closure_name(trade_date)} closure"
     return None
+
+
+def _trade_date(local: datetime) -> date:
+    """The FX trade date of a New York wall-clock time: from 17:00 on, the next day's."""
+    return local.date() + timedelta(days=1) if local.time() >= ROLLOVER else local.date()
+
+
+def _hours_of(day: date) -> list[datetime]:
+    """The 24 naive New York hour starts of trade date `day`: 17:00 the evening before to 16:00."""
+    first = datetime.combine(day - timedelta(days=1), ROLLOVER)
+    return [first + timedelta(hours=h) for h in range(24)]
 
 
 def _closure_name(day: date) -> str:
@@ -41,9 +51,7 @@ def _closure_name(day: date) -> str:
 def bar_starts(day: date) -> list[datetime]:
     """The naive New York starts of the FX bars of one trade date (17:00 the evening
     before to 16:00), in order; empty for a weekend or closure."""
-    first = datetime.combine(day - timedelta(days=1), ROLLOVER)
-    starts = [first + timedelta(hours=h) for h in range(24)]
-    return [s for s in starts if closed_reason(s) is None]
+    return [s for s in _hours_of(day) if closed_reason(s) is None]
 
 
 def check_bar_start(start: datetime) -> None:
@@ -61,8 +69,7 @@ def closure_hours(start: date, end: date) -> list[datetime]:
         for month, day in CLOSURES:
             closed = date(year, month, day)
             if start <= closed <= end:
-                first = datetime.combine(closed - timedelta(days=1), ROLLOVER)
-                out.extend(first + timedelta(hours=h) for h in range(24))
+                out.extend(_hours_of(closed))
     return sorted(out)
 
 
@@ -88,7 +95,7 @@ def previous_bar_starts(last: datetime, count: int) -> list[datetime]:
     starting at `last`, oldest first (across weekends and closures)."""
     check_bar_start(last)
     out: list[datetime] = []
-    day = (last + timedelta(days=1)).date() if last.time() >= ROLLOVER else last.date()
+    day = _trade_date(last)
     while len(out) < count:
         out[:0] = [b for b in bar_starts(day) if b <= last]
         day -= timedelta(days=1)

@@ -153,7 +153,7 @@ def test_a_renewal_with_a_revoked_token_is_refused_by_the_fake(tv) -> None:
     """The fake is not kinder than Tradovate: only a valid token can be renewed."""
     broker, fake = tv
     broker.positions()
-    token = broker._token
+    token = broker._auth.token
     fake.fault_expire_session()
     refused = requests.get(f"{fake.url}/v1/auth/renewaccesstoken", timeout=2,
                            headers={"Authorization": f"Bearer {token}"})

@@ -198,7 +198,7 @@ class TradovateBroker:
         stamp = lambda: self._clock().timestamp()  # noqa: E731
         self._limiter = rate_limiter or RateLimiter(*GENERAL_LIMIT, clock=stamp,
                                                     sleep=self._sleep)
-        self._login_state = _shared_login(
+        self._auth = _shared_login(  # token, expiry, lockout, auth limit: the process's (see _Login)
             (self.base_url, str(username), str(app_id), str(self._cid), _fingerprint(password, sec)),
             lambda: RateLimiter(*AUTH_LIMIT, clock=stamp, sleep=self._sleep))
         self._renew_before = renew_before
@@ -208,40 +208,6 @@ class TradovateBroker:
         self._contract_names: dict[int, str] = {}
         self._contract_ids: dict[str, int] = {}
         self._known: dict[str, int] = {}  # cache of /command/list: client order id -> order id
-
-    # The login (token, expiry, lockout, auth rate limit) is the process's, shared by every
-    # broker object with these credentials: see `_Login`.
-    @property
-    def _lock(self) -> threading.RLock:
-        return self._login_state.lock
-
-    @property
-    def _auth_limiter(self) -> RateLimiter:
-        return self._login_state.limiter
-
-    @property
-    def _token(self) -> str | None:
-        return self._login_state.token
-
-    @_token.setter
-    def _token(self, value: str | None) -> None:
-        self._login_state.token = value
-
-    @property
-    def _expires_at(self) -> datetime | None:
-        return self._login_state.expires_at
-
-    @_expires_at.setter
-    def _expires_at(self, value: datetime | None) -> None:
-        self._login_state.expires_at = value
-
-    @property
-    def _locked_until(self) -> datetime | None:
-        return self._login_state.locked_until
-
-    @_locked_until.setter
-    def _locked_until(self, value: datetime | None) -> None:
-        self._login_state.locked_until = value
 
     @property
     def is_live(self) -> bool:
@@ -261,22 +227,22 @@ class TradovateBroker:
         return self._clock()
 
     def _check_lockout(self) -> None:
-        if self._locked_until is not None:
-            left = (self._locked_until - self._now()).total_seconds()
+        if self._auth.locked_until is not None:
+            left = (self._auth.locked_until - self._now()).total_seconds()
             if left > 0:
                 raise RateLimited(
                     f"Tradovate locked this client out; not calling again for {left:.0f} s",
                     retry_after=left, broker=self.name)
-            self._locked_until = None
+            self._auth.locked_until = None
 
     def _lock_out(self, seconds: float) -> None:
-        self._locked_until = self._now() + timedelta(seconds=seconds)
+        self._auth.locked_until = self._now() + timedelta(seconds=seconds)
 
     def _send(self, method: str, path: str, *, json: Any = None,
               params: Mapping[str, Any] | None = None, token: str | None = None,
               auth_call: bool = False) -> requests.Response:
         self._check_lockout()
-        (self._auth_limiter if auth_call else self._limiter).acquire()
+        (self._auth.limiter if auth_call else self._limiter).acquire()
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -357,27 +323,27 @@ class TradovateBroker:
 
     # ================================================================ session
     def _ensure_token(self) -> str:
-        with self._lock:
+        with self._auth.lock:
             now = self._now()
-            if self._token is None or self._expires_at is None or now >= self._expires_at:
+            if self._auth.token is None or self._auth.expires_at is None or now >= self._auth.expires_at:
                 self._login()
-            elif now >= self._expires_at - self._renew_before:
+            elif now >= self._auth.expires_at - self._renew_before:
                 try:
                     self._renew()
                 except (SessionExpired, BrokerError):
                     self._login()
-            assert self._token is not None
-            return self._token
+            assert self._auth.token is not None
+            return self._auth.token
 
     def _login_after_401(self, refused: str | None) -> None:
         """The server refused the token `refused`: log in again. Never renew it first
         (a renewal needs a valid token; with a dead one it is only a wasted auth call).
         If another thread has already replaced that token, use the new one instead."""
-        with self._lock:
-            if (refused is not None and self._token is not None and self._token != refused
-                    and self._expires_at is not None and self._now() < self._expires_at):
+        with self._auth.lock:
+            if (refused is not None and self._auth.token is not None and self._auth.token != refused
+                    and self._auth.expires_at is not None and self._now() < self._auth.expires_at):
                 return
-            self._token = self._expires_at = None
+            self._auth.token = self._auth.expires_at = None
             self._login()
 
     def _login(self) -> None:
@@ -392,7 +358,7 @@ class TradovateBroker:
         self._take_token(data, "login")
 
     def _renew(self) -> None:
-        data = self._call("GET", "/auth/renewaccesstoken", token=self._token, auth_call=True)
+        data = self._call("GET", "/auth/renewaccesstoken", token=self._auth.token, auth_call=True)
         self._take_token(data, "token renewal")
 
     def _take_token(self, data: Any, what: str) -> None:
@@ -400,8 +366,8 @@ class TradovateBroker:
             text = data.get("errorText") if isinstance(data, dict) else None
             raise SessionExpired(f"Tradovate {what} failed: {text or 'no access token'}",
                                  broker=self.name, reason=text)
-        self._token = data["accessToken"]
-        self._expires_at = _parse_time(data.get("expirationTime")) or (
+        self._auth.token = data["accessToken"]
+        self._auth.expires_at = _parse_time(data.get("expirationTime")) or (
             self._now() + timedelta(minutes=80))
 
     # ================================================================ lookups
