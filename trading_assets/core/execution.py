@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -52,6 +52,28 @@ def client_order_id(flow: str, symbol: str, partition_key: str, leg: str) -> str
     abbrev = "".join(word[0] for word in flow.split("_") if word)[:4] or "x"
     digest = hashlib.sha256(f"{flow}|{symbol}|{partition_key}|{leg}".encode()).hexdigest()
     return f"{abbrev}-{digest[: 29 - len(abbrev)]}"
+
+
+# Attached bracket legs (take-profit, stop-loss) are ledger intents of the entry's tick with
+# ids derived from the entry's: never sent as an order of their own (the broker holds them
+# with the entry), resolved like any order by `Broker.get_order(leg_id)`:
+#   None      the broker never saw the entry (or cannot tell yet)
+#   ACCEPTED  the entry's position is open and the leg is working
+#   FILLED    this leg closed the position (filled_qty, filled_avg_price = exit, filled_at)
+#   CANCELED  the position was closed otherwise (the other leg, or another order)
+BRACKET_LEGS = {"take_profit": "tp", "stop_loss": "sl"}
+
+
+def bracket_leg_id(entry_client_order_id: str, kind: str) -> str:
+    """The id of an entry's attached take-profit or stop-loss leg (`kind` a BRACKET_LEGS key)."""
+    return f"{entry_client_order_id}:{BRACKET_LEGS[kind]}"
+
+
+def parse_bracket_leg_id(client_order_id: str) -> tuple[str, str] | None:
+    """(entry client order id, kind) of a bracket leg id, None for any other id."""
+    entry, sep, tag = client_order_id.rpartition(":")
+    kinds = {v: k for k, v in BRACKET_LEGS.items()}
+    return (entry, kinds[tag]) if sep and entry and tag in kinds else None
 
 
 def flatten_request(
@@ -99,12 +121,14 @@ class ExecutionReport:
     claimed_elsewhere: list[str] = field(default_factory=list)  # another run is placing it
 
 
-def transaction_from_order(intent: OrderIntent, order: Order) -> Transaction:
+def transaction_from_order(intent: OrderIntent, order: Order, partition_key: str | None = None) -> Transaction:
+    """The ledger's fill of an intent's order, booked to `partition_key` (default: the
+    intent's own tick; a bracket leg's exit is booked to the tick it happened in)."""
     return Transaction(
         transaction_id=order.client_order_id,
         account=intent.account,
         flow=intent.flow,
-        partition_key=intent.partition_key,
+        partition_key=partition_key or intent.partition_key,
         symbol=order.symbol,
         side=order.side,
         qty=order.filled_qty,
@@ -116,9 +140,55 @@ def transaction_from_order(intent: OrderIntent, order: Order) -> Transaction:
     )
 
 
-def apply_order(ledger: Ledger, intent: OrderIntent, order: Order) -> OrderIntent:
-    """Record what the broker says about an intent's order (status and fills)."""
+ExitPartition = Callable[[datetime], str]
+
+
+def bracket_prices(intent: OrderIntent) -> dict[str, float]:
+    """The take-profit / stop-loss levels an entry intent carries ({} without brackets)."""
+    return {k: float(intent.extra[k]) for k in BRACKET_LEGS if intent.extra.get(k) is not None}
+
+
+def bracket_legs(entry: OrderIntent) -> list[OrderIntent]:
+    """The attached legs of a bracketed entry, as intents of the entry's tick: the
+    opposite side, the same size, a limit (take-profit) or stop (stop-loss) at the level.
+    Never sent on their own: the broker holds them with the entry (see BRACKET_LEGS)."""
+    exit_side = Side.SELL if entry.side is Side.BUY else Side.BUY
+    return [
+        OrderIntent(client_order_id=bracket_leg_id(entry.client_order_id, kind), flow=entry.flow,
+                    partition_key=entry.partition_key, account=entry.account, symbol=entry.symbol,
+                    side=exit_side, qty=entry.qty, leg=f"{entry.leg}:{kind}", reference_price=level,
+                    order_type="limit" if kind == "take_profit" else "stop",
+                    extra={"entry": entry.client_order_id, "bracket": kind})
+        for kind, level in bracket_prices(entry).items()
+    ]
+
+
+def _arm_legs(ledger: Ledger, entry: OrderIntent) -> None:
+    """Once an entry is final its legs leave `planned`: working (accepted) if it filled,
+    canceled if it did not. Legs already past planned are left alone."""
+    if not bracket_prices(entry) or entry.status not in FINAL_INTENT_STATUSES:
+        return
+    ids = {bracket_leg_id(entry.client_order_id, k) for k in bracket_prices(entry)}
+    for leg in ledger.intents(entry.flow, entry.partition_key):
+        if leg.client_order_id in ids and leg.status is IntentStatus.PLANNED:
+            if entry.filled_qty > 0:
+                ledger.update_intent(leg.client_order_id, status=IntentStatus.ACCEPTED, qty=entry.filled_qty,
+                                     reason=None)
+            else:
+                ledger.update_intent(leg.client_order_id, status=IntentStatus.CANCELED,
+                                     reason=f"entry {entry.client_order_id} {entry.status}: "
+                                            f"{entry.reason or 'no fill'}")
+
+
+def apply_order(ledger: Ledger, intent: OrderIntent, order: Order, *,
+                exit_partition: ExitPartition | None = None) -> OrderIntent:
+    """Record what the broker says about an intent's order (status and fills). A bracket
+    leg's fill is booked to `exit_partition(filled_at)`, the tick whose bar it happened in."""
     status = IntentStatus.of(order.status)
+    unchanged = (status is intent.status and order.filled_qty == intent.filled_qty
+                 and order.broker_order_id == intent.broker_order_id)
+    if unchanged and not order.filled_qty:
+        return intent  # a working order that is still working: nothing to write
     ledger.update_intent(
         intent.client_order_id,
         status=status,
@@ -128,17 +198,23 @@ def apply_order(ledger: Ledger, intent: OrderIntent, order: Order) -> OrderInten
         reason=order.reason,
     )
     if order.filled_qty > 0:
-        ledger.record_transaction(transaction_from_order(intent, order))
+        tick = None
+        if exit_partition is not None and parse_bracket_leg_id(intent.client_order_id):
+            tick = exit_partition(order.filled_at or order.submitted_at or datetime.now(UTC))
+        ledger.record_transaction(transaction_from_order(intent, order, tick))
     intent.status = status
     intent.broker_order_id = order.broker_order_id
     intent.filled_qty = order.filled_qty
     intent.filled_avg_price = order.filled_avg_price
     intent.reason = order.reason
+    _arm_legs(ledger, intent)
     return intent
 
 
-def sync_open_intents(broker: Broker, ledger: Ledger, flow: str, partition_key: str | None = None) -> list[OrderIntent]:
-    """Look up every non-final intent at the broker and record its status and fills."""
+def sync_open_intents(broker: Broker, ledger: Ledger, flow: str, partition_key: str | None = None, *,
+                      exit_partition: ExitPartition | None = None) -> list[OrderIntent]:
+    """Look up every non-final intent at the broker and record its status and fills
+    (working bracket legs included: a triggered take-profit or stop-loss is found here)."""
     resolved = []
     for intent in ledger.intents(flow, partition_key, open_only=True):
         if intent.status is IntentStatus.PLANNED:
@@ -149,7 +225,10 @@ def sync_open_intents(broker: Broker, ledger: Ledger, flow: str, partition_key: 
                         intent.client_order_id, intent.side, intent.qty, intent.symbol, broker.name,
                         intent.status)
             continue
-        resolved.append(apply_order(ledger, intent, order))
+        before = (intent.status, intent.filled_qty)
+        apply_order(ledger, intent, order, exit_partition=exit_partition)
+        if (intent.status, intent.filled_qty) != before:
+            resolved.append(intent)
     return resolved
 
 
@@ -169,20 +248,24 @@ def ensure_baseline(broker: Broker, ledger: Ledger, account: str, flow: str, as_
     return ledger.record_baseline(account, opening)
 
 
-def account_drift(broker: Broker, ledger: Ledger, flow: str, account: str) -> tuple[list[Drift], dict[str, float]]:
+def account_drift(broker: Broker, ledger: Ledger, flow: str, account: str, *,
+                  exit_partition: ExitPartition | None = None) -> tuple[list[Drift], dict[str, float]]:
     """(drift, broker positions) for the account. Another run on the account (a second
-    alert worker) may be placing an order right now, so drift seen while this flow has
-    orders in flight is looked at again after settling them; a symbol whose order is
-    still on its way (sent, not yet answered) is not called drift."""
+    alert worker) may be placing an order right now, and a working take-profit or
+    stop-loss may have fired at the broker, so drift seen while this flow has orders in
+    flight or legs working is looked at again after settling them; a symbol whose order
+    is still on its way (sent, not yet answered) is not called drift."""
     for attempt in range(3):
         positions = {p.symbol: p.qty for p in broker.positions()}
         drift = reconcile(ledger.net_positions(account), positions)
-        sent = {i.symbol for i in ledger.intents(flow, open_only=True) if i.status is not IntentStatus.PLANNED}
-        if not drift or not sent:
+        open_intents = [i for i in ledger.intents(flow, open_only=True) if i.status is not IntentStatus.PLANNED]
+        sent = {i.symbol for i in open_intents if not parse_bracket_leg_id(i.client_order_id)}
+        working = {i.symbol for i in open_intents} - sent
+        if not drift or not (sent or working & {d.symbol for d in drift}):
             return drift, positions
         if attempt == 2:
             return [d for d in drift if d.symbol not in sent], positions
-        sync_open_intents(broker, ledger, flow)
+        sync_open_intents(broker, ledger, flow, exit_partition=exit_partition)
     raise AssertionError("unreachable")
 
 
@@ -217,6 +300,8 @@ def execute_plan(
         if intent.status in FINAL_INTENT_STATUSES:
             report.skipped.append(intent.client_order_id)
             continue
+        if parse_bracket_leg_id(intent.client_order_id):
+            continue  # placed with its entry; armed when the entry is final
         existing = broker.get_order(intent.client_order_id)
         if existing is not None:
             apply_order(ledger, intent, existing)
@@ -225,9 +310,11 @@ def execute_plan(
         if kill_switch:
             raise KillSwitchEngaged(
                 f"kill switch engaged: {intent.client_order_id} not placed", broker=broker.name)
+        levels = bracket_prices(intent)
         request = OrderRequest(
             client_order_id=intent.client_order_id, symbol=intent.symbol, side=intent.side,
             qty=intent.qty, order_type=intent.order_type, reference_price=intent.reference_price,
+            take_profit=levels.get("take_profit"), stop_loss=levels.get("stop_loss"),
         )
         if not ledger.claim_intent(intent.client_order_id, intent.status):
             # Another run claimed this leg after we read the plan: it owns the POST.
@@ -240,6 +327,7 @@ def execute_plan(
         except OrderRejected as exc:
             ledger.update_intent(intent.client_order_id, status=IntentStatus.REJECTED, reason=exc.reason or str(exc))
             intent.status, intent.reason = IntentStatus.REJECTED, exc.reason or str(exc)
+            _arm_legs(ledger, intent)
             report.rejected.append(intent.client_order_id)
             log.warning("order %s rejected by %s: %s", intent.client_order_id, broker.name, exc)
             continue
@@ -257,4 +345,6 @@ def execute_plan(
         report.submitted.append(intent.client_order_id)
         if order.status is OrderStatus.REJECTED:
             report.rejected.append(intent.client_order_id)
+    if any(parse_bracket_leg_id(i.client_order_id) for i in report.intents):
+        report.intents = ledger.intents(flow, partition_key)  # the legs armed (or canceled) above
     return report

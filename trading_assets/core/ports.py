@@ -219,6 +219,17 @@ class Broker(Protocol):
 
 
 @runtime_checkable
+class FillSimulator(Protocol):
+    """A broker that simulates its fills (the paper broker): working stop and limit legs
+    fill when a bar's range crosses them. Real brokers watch their own markets, so the
+    tick engine shows bars only to brokers that have this method."""
+
+    def observe_bars(self, bars: pd.DataFrame) -> None:
+        """Bars up to the tick (`core.bars` schema); ones already seen are ignored."""
+        ...
+
+
+@runtime_checkable
 class MarketData(Protocol):
     """Bars for many symbols in one frame (see `core.bars` for the schema)."""
 

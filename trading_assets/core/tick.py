@@ -12,6 +12,13 @@ A flow supplies its prices and a plan function; the engine does the rest, in ord
 5. mark the (paper) account to the tick's prices, plan, and execute the plan exactly once
    (`core.execution.execute_plan`).
 
+Brackets: a planned order may carry a take-profit and a stop-loss. The engine records them
+as the entry's two legs (`core.execution.bracket_legs`) in the same plan; they go to the
+broker with the entry, are armed when it fills, and are resolved like any open order at
+every later tick's step 1. A broker that simulates its fills (the paper broker) is shown
+the tick's bars first, so a leg a bar crossed fills before anything else; a leg's fill is
+booked to the tick whose bar it happened in (`exit_partition`).
+
 `settle_equity` applies the equity-history rule after the fills: the account as it is
 now is the value of a tick only if no later tick has been processed; an older tick keeps
 what it recorded, or records nothing. No Dagster here: assets call these functions and
@@ -31,14 +38,24 @@ import pandas as pd
 from trading_assets.core.execution import (
     Drift,
     ExecutionReport,
+    ExitPartition,
     account_drift,
     account_key,
+    bracket_legs,
     client_order_id,
     ensure_baseline,
     execute_plan,
     sync_open_intents,
 )
-from trading_assets.core.ports import Account, Broker, EquitySnapshot, Ledger, OrderIntent, Side
+from trading_assets.core.ports import (
+    Account,
+    Broker,
+    EquitySnapshot,
+    FillSimulator,
+    Ledger,
+    OrderIntent,
+    Side,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,10 @@ class PlannedOrder:
     reference_price: float
     reason: str = ""
     order_type: str = "market"
+    # attached at the broker with the entry (IG stopLevel/limitLevel; the paper broker
+    # simulates them on later bars): the engine records them as the entry's legs
+    take_profit: float | None = None
+    stop_loss: float | None = None
 
 
 @dataclass
@@ -111,23 +132,32 @@ def run_tick(
     max_tick_age_minutes: int | None = None,
     now: datetime | None = None,
     forward_only: bool = True,
+    bars: pd.DataFrame | None = None,
+    exit_partition: ExitPartition | None = None,
 ) -> TickReport:
     """Sync, baseline, reconcile, gate, mark, plan and execute one tick exactly once.
 
     `forward_only` (scheduled flows): a tick older than the newest processed one plans
     nothing. Alert-driven flows pass False: their partitions are alerts of many symbols,
-    and the order that matters (per symbol) is kept by the flow's own state machine."""
+    and the order that matters (per symbol) is kept by the flow's own state machine.
+
+    Bracketed flows pass `bars` (shown first to a broker that simulates its fills, so a
+    working take-profit or stop-loss a bar crossed fills before anything else) and
+    `exit_partition` (the tick a bracket exit at a given time belongs to; default this one)."""
     now = now or datetime.now(UTC)
-    recovered = sync_open_intents(broker, ledger, flow)
+    latest = ledger.latest_plan_key(flow)
+    newest = latest is None or partition_key >= latest or not forward_only
+    if newest and bars is not None and isinstance(broker, FillSimulator):
+        broker.observe_bars(bars)
+    exit_partition = exit_partition or (lambda _at: partition_key)
+    recovered = sync_open_intents(broker, ledger, flow, exit_partition=exit_partition)
     account = broker.account()
     acct = account_key(broker, account.account_id)
     ensure_baseline(broker, ledger, acct, flow, now)
-    drift, positions = account_drift(broker, ledger, flow, acct)
+    drift, positions = account_drift(broker, ledger, flow, acct, exit_partition=exit_partition)
     if drift:
         raise PositionDrift(drift)
 
-    latest = ledger.latest_plan_key(flow)
-    newest = latest is None or partition_key >= latest or not forward_only
     if newest:
         broker.observe_prices(prices, bar_end)  # never mark the account to an old tick
     age_min = (now - bar_end).total_seconds() / 60
@@ -146,13 +176,14 @@ def run_tick(
         decision = plan(TickState(account=account, positions=positions, prices=dict(prices)))
         notes.extend(decision.notes)
         planned = decision.orders
-    intents = [
-        OrderIntent(client_order_id=client_order_id(flow, o.symbol, partition_key, o.leg), flow=flow,
-                    partition_key=partition_key, account=acct, symbol=o.symbol, side=o.side, qty=o.qty,
-                    leg=o.leg, reference_price=o.reference_price, order_type=o.order_type,
-                    extra={"reason": o.reason})
-        for o in planned
-    ]
+    intents: list[OrderIntent] = []
+    for o in planned:
+        levels = {k: v for k, v in (("take_profit", o.take_profit), ("stop_loss", o.stop_loss)) if v is not None}
+        entry = OrderIntent(client_order_id=client_order_id(flow, o.symbol, partition_key, o.leg), flow=flow,
+                            partition_key=partition_key, account=acct, symbol=o.symbol, side=o.side, qty=o.qty,
+                            leg=o.leg, reference_price=o.reference_price, order_type=o.order_type,
+                            extra={"reason": o.reason, **levels})
+        intents += [entry, *bracket_legs(entry)]
     execution = execute_plan(broker, ledger, intents, flow, partition_key, kill_switch=kill_switch)
     return TickReport(partition_key=partition_key, account=account, intents=execution.intents,
                       execution=execution, notes=notes, recovered=len(recovered), gated=gated, newest=newest,
@@ -177,12 +208,14 @@ class EquityOutcome:
 
 
 def settle_equity(broker: Broker, ledger: Ledger, *, flow: str, partition_key: str,
-                  bar_end: datetime, forward_only: bool = True) -> EquityOutcome:
+                  bar_end: datetime, forward_only: bool = True,
+                  exit_partition: ExitPartition | None = None) -> EquityOutcome:
     """Record the account as this tick's value only if no later tick was processed
     (`forward_only=False`, alert-driven flows: always, as of the alert's time)."""
     account = broker.account()
     acct = account_key(broker, account.account_id)
-    drift, positions = account_drift(broker, ledger, flow, acct)
+    drift, positions = account_drift(broker, ledger, flow, acct,
+                                     exit_partition=exit_partition or (lambda _at: partition_key))
     latest = ledger.latest_plan_key(flow)
     curve = ledger.equity_curve(flow)
     recorded = curve[curve["partition_key"] == partition_key]

@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from trading_assets.core.execution import sync_open_intents
+from trading_assets.core.execution import ExitPartition, sync_open_intents
 from trading_assets.core.messaging import NotificationKind
 from trading_assets.core.ports import Broker, KillSwitchEngaged, Ledger, OrderIntent
 from trading_assets.core.tick import PositionDrift, TickReport, run_tick, settle_equity
@@ -125,12 +125,12 @@ def record_fills(context: dg.AssetExecutionContext, *, flow: str, broker: Broker
 
 
 def settle(context: dg.AssetExecutionContext, *, flow: str, broker: Broker, ledger: Ledger,
-           notifier: NotifierResource, bar_end: Any, check_key: dg.AssetKey, forward_only: bool = True
-           ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+           notifier: NotifierResource, bar_end: Any, check_key: dg.AssetKey, forward_only: bool = True,
+           exit_partition: ExitPartition | None = None) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """The equity asset: the equity-history rule, the curve, and the reconciliation check."""
     t0 = time.perf_counter()
     outcome = settle_equity(broker, ledger, flow=flow, partition_key=context.partition_key, bar_end=bar_end,
-                            forward_only=forward_only)
+                            forward_only=forward_only, exit_partition=exit_partition)
     context.log.info(f"{outcome.note}; equity {outcome.equity:,.2f} (cash {outcome.cash:,.2f}, "
                      f"positions {outcome.positions})" if outcome.known else outcome.note)
     yield dg.Output(outcome.curve, metadata={

@@ -6,6 +6,15 @@ positions, orders, last prices) lives in one SQLite file, so it survives process
 two overlapping runs see one consistent account. Idempotent on client order id:
 submitting an id it already holds returns that order and changes nothing.
 
+Brackets: an order with `take_profit` / `stop_loss` leaves two working legs (ids from
+`core.execution.bracket_leg_id`) once it fills. `observe_bars` fills them by the
+backtester's rules (`core.backtest`), on bars starting after the entry's tick: a bar
+that opens beyond a level fills there at the open, else a bar whose range reaches a
+level fills at the level, the stop first when both are reached (we cannot know which
+came first); a stop pays slippage (a market order), a take-profit does not (a limit).
+The other leg is then canceled, as is every working leg once another order flattens or
+reverses the position. Levels on the wrong side of the price are rejected, as IG does.
+
 A cash account by default: no margin, no shorting. Buying more than cash allows, or
 selling more than is held, is rejected with the reason (the same typed `OrderRejected` a
 real broker raises). `allow_short=True` (the futures and CFD flows, which go short as a
@@ -15,13 +24,16 @@ is marked at the last price (equity = cash + signed qty x price), a buy covers i
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
+
 from trading_assets.adapters.sqlite.util import ensure_schema, reading, transaction
-from trading_assets.core.execution import flatten_request
+from trading_assets.core.execution import bracket_leg_id, flatten_request
 from trading_assets.core.ports import (
     Account,
     Order,
@@ -42,6 +54,9 @@ CREATE TABLE IF NOT EXISTS orders (
     side TEXT NOT NULL, qty REAL NOT NULL, order_type TEXT NOT NULL, limit_price REAL,
     status TEXT NOT NULL, filled_qty REAL NOT NULL, filled_avg_price REAL,
     commission REAL NOT NULL, submitted_at TEXT NOT NULL, filled_at TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS bracket_legs (
+    client_order_id TEXT PRIMARY KEY, entry_id TEXT NOT NULL, symbol TEXT NOT NULL,
+    kind TEXT NOT NULL, level REAL NOT NULL, active_from TEXT NOT NULL, checked_through TEXT);
 """
 
 
@@ -146,6 +161,8 @@ class PaperBroker:
             if row is not None:
                 return _order_from_row(row)  # idempotent: never a second order
             price = request.reference_price
+            if price is not None:
+                self._check_levels(request, price)
             if price is None:
                 last = conn.execute("SELECT price FROM prices WHERE symbol = ?", (request.symbol,)).fetchone()
                 price = None if last is None else last["price"]
@@ -195,6 +212,8 @@ class PaperBroker:
                 (request.symbol, price, now.isoformat()),
             )
             self._insert_order(conn, request, OrderStatus.FILLED, request.qty, fill_price, commission, now, now, None)
+            self._cancel_stranded_legs(conn, request.symbol, new_qty, request.client_order_id)
+            self._attach_legs(conn, request)
             return self._fetch(conn, request.client_order_id)
 
     def cancel_order(self, client_order_id: str) -> Order | None:
@@ -214,6 +233,104 @@ class PaperBroker:
         request = flatten_request(self.positions(), symbol, client_order_id)
         return None if request is None else self.submit_order(request)
 
+    def observe_bars(self, bars: pd.DataFrame) -> None:
+        """Fill working bracket legs whose level a bar crossed (see the module docstring)."""
+        if bars.empty:
+            return
+        with transaction(self.path) as conn:
+            legs = conn.execute(
+                "SELECT b.*, o.side, o.qty FROM bracket_legs b JOIN orders o USING (client_order_id) "
+                "WHERE o.status = ? ORDER BY b.entry_id, b.kind", (OrderStatus.ACCEPTED.value,)).fetchall()
+            by_entry: dict[str, list] = {}
+            for leg in legs:
+                by_entry.setdefault(leg["entry_id"], []).append(leg)
+            symbols = bars["symbol"].to_numpy()
+            for entry_legs in by_entry.values():
+                self._walk_bars(conn, entry_legs, bars[symbols == entry_legs[0]["symbol"]].sort_index(kind="stable"))
+
+    def _walk_bars(self, conn, legs: list, bars: pd.DataFrame) -> None:
+        """One entry's legs down its symbol's bars: the first crossing fills, the other cancels."""
+        first = legs[0]
+        long = first["side"] == Side.SELL.value  # a long entry's legs sell
+        level = {leg["kind"]: leg["level"] for leg in legs}
+        tp, sl = level.get("take_profit"), level.get("stop_loss")
+        start = pd.Timestamp(first["active_from"])
+        if first["checked_through"]:
+            start = max(start, pd.Timestamp(first["checked_through"]) + pd.Timedelta(microseconds=1))
+        seen = None
+        for at, o, h, lo in zip(bars.index, bars["open"], bars["high"], bars["low"], strict=True):
+            if at < start or not (math.isfinite(o) and math.isfinite(h) and math.isfinite(lo)):
+                continue
+            seen = at
+            hit = _bracket_hit(long, o, h, lo, tp, sl)
+            if hit is not None:
+                kind, px = hit
+                self._fill_leg(conn, next(x for x in legs if x["kind"] == kind), legs, px, at.to_pydatetime())
+                return
+        if seen is not None:
+            conn.execute("UPDATE bracket_legs SET checked_through = ? WHERE entry_id = ?",
+                         (seen.isoformat(), first["entry_id"]))
+
+    def _fill_leg(self, conn, leg, legs: list, level: float, at: datetime) -> None:
+        side = Side(leg["side"])
+        slip = self.slippage_bps / 10_000.0 if leg["kind"] == "stop_loss" else 0.0
+        fill = level * (1 + slip) if side is Side.BUY else level * (1 - slip)
+        qty = leg["qty"]
+        commission = self.commission_per_share * qty
+        cash = conn.execute("SELECT cash FROM account WHERE account_id = ?", (self.account_id,)).fetchone()["cash"]
+        pos = conn.execute("SELECT qty, avg_entry_price FROM positions WHERE symbol = ?", (leg["symbol"],)).fetchone()
+        held, avg = (pos["qty"], pos["avg_entry_price"]) if pos else (0.0, 0.0)
+        new_qty = held + qty if side is Side.BUY else held - qty
+        new_cash = cash - qty * fill - commission if side is Side.BUY else cash + qty * fill - commission
+        conn.execute("UPDATE account SET cash = ? WHERE account_id = ?", (new_cash, self.account_id))
+        conn.execute("UPDATE positions SET qty = ?, avg_entry_price = ? WHERE symbol = ?",
+                     (new_qty, _average_entry(held, avg, new_qty, fill), leg["symbol"]))
+        conn.execute("UPDATE orders SET status = ?, filled_qty = ?, filled_avg_price = ?, commission = ?, "
+                     "filled_at = ?, reason = ? WHERE client_order_id = ?",
+                     (OrderStatus.FILLED.value, qty, fill, commission, at.isoformat(),
+                      f"{leg['kind']} at {level:g}", leg["client_order_id"]))
+        for other in legs:
+            if other["client_order_id"] != leg["client_order_id"]:
+                conn.execute("UPDATE orders SET status = ?, reason = ? WHERE client_order_id = ?",
+                             (OrderStatus.CANCELED.value, f"{leg['kind']} filled", other["client_order_id"]))
+
+    def _check_levels(self, request: OrderRequest, price: float) -> None:
+        buy = request.side is Side.BUY
+        checks = (("take_profit", request.take_profit, buy), ("stop_loss", request.stop_loss, not buy))
+        for kind, level, above in checks:
+            if level is not None and not (level > price if above else level < price):
+                raise OrderRejected(
+                    f"{kind} {level:g} is on the wrong side of the price {price:g} for a {request.side.value}",
+                    broker=self.name, reason="bracket level on the wrong side of the price")
+
+    def _attach_legs(self, conn, request: OrderRequest) -> None:
+        """The entry's working take-profit / stop-loss, active from the tick it filled in."""
+        row = conn.execute("SELECT as_of FROM prices WHERE symbol = ?", (request.symbol,)).fetchone()
+        active_from = row["as_of"] if row and row["as_of"] else _now().isoformat()
+        now = _now()
+        for kind, level in (("take_profit", request.take_profit), ("stop_loss", request.stop_loss)):
+            if level is None:
+                continue
+            leg = OrderRequest(client_order_id=bracket_leg_id(request.client_order_id, kind), symbol=request.symbol,
+                               side=Side.SELL if request.side is Side.BUY else Side.BUY, qty=request.qty,
+                               order_type="limit" if kind == "take_profit" else "stop", limit_price=float(level))
+            self._insert_order(conn, leg, OrderStatus.ACCEPTED, 0.0, None, 0.0, now, None, None)
+            conn.execute("INSERT INTO bracket_legs (client_order_id, entry_id, symbol, kind, level, active_from) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (leg.client_order_id, request.client_order_id, request.symbol, kind, float(level),
+                          active_from))
+
+    @staticmethod
+    def _cancel_stranded_legs(conn, symbol: str, new_qty: float, by: str) -> None:
+        """Legs protect a position: once another order flattens or reverses it, they go."""
+        sides = [side for side, stranded in ((Side.SELL, new_qty <= 1e-12), (Side.BUY, new_qty >= -1e-12)) if stranded]
+        for side in sides:
+            conn.execute(
+                "UPDATE orders SET status = ?, reason = ? WHERE status = ? AND side = ? AND client_order_id IN "
+                "(SELECT client_order_id FROM bracket_legs WHERE symbol = ?)",
+                (OrderStatus.CANCELED.value, f"position closed by {by}", OrderStatus.ACCEPTED.value, side.value,
+                 symbol))
+
     # ------------------------------------------------------------------ internals
     def _insert_order(self, conn, req: OrderRequest, status: OrderStatus, filled_qty: float,
                       fill_price: float | None, commission: float, submitted: datetime,
@@ -230,6 +347,23 @@ class PaperBroker:
         return _order_from_row(
             conn.execute("SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
         )
+
+
+def _bracket_hit(long: bool, o: float, h: float, lo: float, tp: float | None,
+                 sl: float | None) -> tuple[str, float] | None:
+    """(leg, price) a bar fills, by the backtester's rule (core/_backtest_kernels._stop_hit):
+    an open beyond a level fills at the open; else the range, the stop first."""
+    def beyond(level: float | None, price: float, up: bool) -> bool:
+        return level is not None and (price >= level if up else price <= level)
+
+    for kind, level, up in (("stop_loss", sl, not long), ("take_profit", tp, long)):
+        if beyond(level, o, up):
+            return kind, o
+    for kind, level, up, reach in (("stop_loss", sl, not long, h if not long else lo),
+                                   ("take_profit", tp, long, h if long else lo)):
+        if beyond(level, reach, up):
+            return kind, float(level)
+    return None
 
 
 def _order_from_row(row) -> Order:

@@ -36,6 +36,7 @@ Choices where the seed is vague (each is a condition in `evaluate`, in this orde
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -45,6 +46,8 @@ import pandas as pd
 
 from trading_assets.core.backtest import BacktestConfig, BacktestSignals, PricePanels, bars_between
 from trading_assets.core.indicators import FIB_RATIOS, fib_levels, peaks_troughs
+from trading_assets.core.ports import Side
+from trading_assets.core.tick import PlannedOrder, TickPlan
 
 FLOW = "fib_retracement"
 
@@ -286,6 +289,42 @@ def signal_history(bars: pd.DataFrame, params: Params | None = None) -> pd.DataF
     return pd.DataFrame(rows, index=stamps)
 
 
+def plan(signals: pd.DataFrame, sizes: Mapping[str, float], positions: Mapping[str, float]) -> TickPlan:
+    """The orders one hourly tick places, per market, from its signals frame row: the
+    backtester's rules for an event signal with brackets (`backtest_signals`):
+
+    - BUY or SELL while flat: enter `sizes[epic]` at the close with the signal's
+      take-profit and stop-loss attached (they then live at the broker);
+    - the opposite of what is held: close it (its brackets go with it) and enter;
+    - the same as what is held: ignored (one position per market);
+    - none: nothing (a held position stays with its brackets until one fires).
+    """
+    orders: list[PlannedOrder] = []
+    notes: list[str] = []
+    for epic, row in signals.sort_index().iterrows():
+        epic = str(epic)
+        signal = Signal(row["signal"])
+        held = float(positions.get(epic, 0.0))
+        if signal is Signal.NONE:
+            notes.append(f"{epic}: none: {row['reason']}")
+            continue
+        want = 1.0 if signal is Signal.BUY else -1.0
+        if held * want > 0:
+            notes.append(f"{epic}: {signal.value}: already {'long' if held > 0 else 'short'} {abs(held):g}; "
+                         "repeat ignored")
+            continue
+        entry = float(row["entry"])
+        side = Side.BUY if signal is Signal.BUY else Side.SELL
+        if held:
+            orders.append(PlannedOrder(epic, side, abs(held), "exit", entry,
+                                       f"{signal.value}: close the {'long' if held > 0 else 'short'} to reverse"))
+        tp, sl = float(row["take_profit"]), float(row["stop_loss"])
+        orders.append(PlannedOrder(epic, side, float(sizes[epic]), "entry", entry, str(row["reason"]),
+                                   take_profit=tp, stop_loss=sl))
+        notes.append(f"{epic}: {signal.value} {sizes[epic]:g} at {entry:g}, take-profit {tp:g}, stop-loss {sl:g}")
+    return TickPlan(orders=orders, notes=notes)
+
+
 _DIRECTION = {Signal.BUY.value: 1.0, Signal.SELL.value: -1.0}
 
 
@@ -297,6 +336,7 @@ def backtest_signals(
     end: pd.Timestamp | None = None,
     size: float = 1.0,
     allow_short: bool = True,
+    size_mode: str = "fraction",
 ) -> BacktestSignals:
     """`signal_history` of every symbol as panels for `run_backtest`.
 
@@ -304,7 +344,8 @@ def backtest_signals(
     entered at that bar's close with the signal's own take-profit and stop-loss, NaN
     elsewhere (an event signal: an opposite signal reverses, a repeat is ignored, and a
     new setup may enter again after an exit). `size` is the share of a symbol's sleeve
-    each entry takes. History is taken over all the bars given; only [start, end) trades.
+    each entry takes, or (`size_mode="shares"`) the deal size the live flow trades.
+    History is taken over all the bars given; only [start, end) trades.
     """
     params = params or Params()
     columns: dict[str, dict[str, pd.Series]] = {"signal": {}, "take_profit": {}, "stop_loss": {}}
@@ -317,6 +358,6 @@ def backtest_signals(
     prices = PricePanels.from_bars(bars_between(bars, start, end))
     signal, take_profit, stop_loss = (
         pd.DataFrame(columns[c]).reindex(prices.close.index) for c in columns)
-    config = BacktestConfig(fill="close", size_mode="fraction", size=size, allow_short=allow_short,
+    config = BacktestConfig(fill="close", size_mode=size_mode, size=size, allow_short=allow_short,  # type: ignore[arg-type]
                             block_reentry=False)
     return BacktestSignals(prices, signal, config, take_profit=take_profit, stop_loss=stop_loss)

@@ -1,8 +1,12 @@
-"""The IG Fibonacci tick, signals side: bars -> swings -> signals, one partition per hourly
-FX bar (defs/fib_retracement/partitions.py), every configured IG market in one frame.
+"""The IG Fibonacci tick: bars -> swings -> signals -> orders -> transactions -> equity, one
+partition per hourly FX bar (defs/fib_retracement/partitions.py), every configured IG
+market in one frame.
 
-Orders with their take-profit and stop-loss at the broker, fills and equity follow
-(issue 11); until then the job computes and records the signals each hour would act on.
+Orders carry their take-profit and stop-loss to the broker (IG `limitLevel`/`stopLevel`;
+the paper broker simulates them on later bars by the backtester's rules), so protection
+lives at the broker if this side goes down. A bracket that fires is found by the next
+tick's sync and booked as a fill of the tick whose bar it fired in. Everything money goes
+through the tick engine (`core.tick`): exactly-once orders, reconciliation, the equity rule.
 """
 
 import time
@@ -11,16 +15,19 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from trading_assets import settings
 from trading_assets.core import fx_hours
 from trading_assets.core.bars import bar_problems
 from trading_assets.core.strategies import fib_retracement as strategy
-from trading_assets.defs.conventions import OWNERS, flow_tags
-from trading_assets.defs.fib_retracement.partitions import fx_bar_window, fx_bars_1h
+from trading_assets.defs.conventions import BROKER_POOL, LEDGER_IO_MANAGER, OWNERS, flow_tags
+from trading_assets.defs.fib_retracement.partitions import fx_bar_window, fx_bars_1h, fx_partition_of
 from trading_assets.defs.fib_retracement.settings import FibRetracementSettings
 from trading_assets.defs.reports import frame_table
-from trading_assets.defs.tick_assets import elapsed_ms
+from trading_assets.defs.tick_assets import RECONCILE_CHECK, elapsed_ms, place_orders, record_fills, settle
 from trading_assets.pool_wait import bounded_in_process_executor
-from trading_assets.resources.base import MarketDataResource
+from trading_assets.resources.base import BrokerResource, LedgerResource, MarketDataResource
+from trading_assets.resources.messaging import NotifierResource
+from trading_assets.resources.trading import TradingSettings
 
 FLOW = strategy.FLOW
 PREFIX = [FLOW]
@@ -100,11 +107,65 @@ def signals(context: dg.AssetExecutionContext, bars: pd.DataFrame,
     })
 
 
-FLOW_ASSETS = [bars, swings, signals]
+@dg.asset(**_common, kinds={"python"}, pool=BROKER_POOL,
+          description="The tick's deals: a signal enters the market's size at the close with its take-profit and "
+                      "stop-loss attached at the broker (an opposite position is closed first, a repeat ignored); "
+                      "recorded in the ledger before the broker call, placed exactly once. Brackets that fired "
+                      "since the last tick are settled first.")
+def orders(
+    context: dg.AssetExecutionContext,
+    bars: pd.DataFrame,
+    signals: pd.DataFrame,
+    fib_retracement_broker: BrokerResource,
+    ledger: LedgerResource,
+    trading_settings: TradingSettings,
+    fib_retracement: FibRetracementSettings,
+    notifier: NotifierResource,
+) -> dg.Output[pd.DataFrame]:
+    _, end = fx_bar_window(context.partition_key)
+    sizes = {i.epic: i.size for i in fib_retracement.instruments}
+    closes = bars.groupby("symbol")["close"].last()
+    frame, metadata = place_orders(
+        context, flow=FLOW, broker=fib_retracement_broker.get(), ledger=ledger.get(), notifier=notifier,
+        bar_end=end.to_pydatetime(), prices={str(s): float(p) for s, p in closes.items()},
+        plan=lambda state: strategy.plan(signals, sizes, state.positions),
+        kill_switch=settings.kill_switch_engaged(), max_tick_age_minutes=trading_settings.max_tick_age_minutes,
+        bars=bars, exit_partition=fx_partition_of)
+    return dg.Output(frame, metadata={
+        "signal_counts": dg.MetadataValue.json(signals["signal"].value_counts().to_dict()), **metadata})
 
-fib_retracement_signals_job = dg.define_asset_job(
-    name="fib_retracement_signals_job",
+
+@dg.asset(**_common, kinds={"python"}, pool=BROKER_POOL, deps=[orders], io_manager_key=LEDGER_IO_MANAGER,
+          description="Fills booked to this tick: its entries and exits, and any take-profit or stop-loss that "
+                      "fired during its bar, confirmed at the broker and written to the ledger.")
+def transactions(context: dg.AssetExecutionContext, fib_retracement_broker: BrokerResource,
+                 ledger: LedgerResource) -> dg.Output[pd.DataFrame]:
+    return record_fills(context, flow=FLOW, broker=fib_retracement_broker.get(), ledger=ledger.get())
+
+
+@dg.asset(
+    **_common,
+    kinds={"python"},
+    deps=[transactions],
+    io_manager_key=LEDGER_IO_MANAGER,
+    check_specs=[dg.AssetCheckSpec(RECONCILE_CHECK, asset=dg.AssetKey([*PREFIX, "equity"]),
+                                   description="ledger positions (baseline + fills) equal the broker's")],
+    description="Account value after the tick, recorded in the ledger (plotted over the partitions in the "
+                "asset's Plots tab); the value is the curve up to this tick.",
+)
+def equity(context: dg.AssetExecutionContext, fib_retracement_broker: BrokerResource, ledger: LedgerResource,
+           notifier: NotifierResource) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    _, end = fx_bar_window(context.partition_key)
+    yield from settle(context, flow=FLOW, broker=fib_retracement_broker.get(), ledger=ledger.get(),
+                      notifier=notifier, bar_end=end.to_pydatetime(), check_key=dg.AssetKey([*PREFIX, "equity"]),
+                      exit_partition=fx_partition_of)
+
+
+FLOW_ASSETS = [bars, swings, signals, orders, transactions, equity]
+
+fib_retracement_job = dg.define_asset_job(
+    name="fib_retracement_job",
     selection=dg.AssetSelection.assets(*FLOW_ASSETS),
     executor_def=bounded_in_process_executor,
-    description="One hourly FX bar through the Fibonacci flow's signals (orders follow with issue 11).",
+    description="One hourly FX bar of the Fibonacci flow, bars to equity (run per hourly partition).",
 )

@@ -11,7 +11,7 @@ drops only once: that naive hour is excluded as well (spring's skipped 02:00 is 
 morning, closed anyway).
 """
 
-from datetime import date
+from datetime import date, datetime
 
 import dagster as dg
 import pandas as pd
@@ -49,3 +49,15 @@ def fx_bar_window(partition_key: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     fx_hours.check_bar_start(local.to_pydatetime())
     start = local.tz_localize(fx_hours.TZ)
     return start.tz_convert("UTC"), (start + pd.Timedelta(hours=1)).tz_convert("UTC")
+
+
+def fx_partition_of(moment: datetime) -> str:
+    """The key of the hourly FX bar a moment falls in (where a bracket exit is booked)."""
+    local = pd.Timestamp(moment).tz_convert(fx_hours.TZ).floor("h")
+    return local.strftime(PARTITION_FMT)
+
+
+def trade_date_keys(day: date) -> list[str]:
+    """The partition keys of one FX trade date (17:00 New York the evening before to 16:00),
+    in order; empty for a weekend or closure."""
+    return [start.strftime(PARTITION_FMT) for start in fx_hours.bar_starts(day)]

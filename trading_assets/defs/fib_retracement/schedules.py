@@ -8,7 +8,7 @@ import pandas as pd
 from trading_assets.core import fx_hours
 from trading_assets.core.strategies.fib_retracement import FLOW
 from trading_assets.defs.bar_schedules import bar_close_schedule
-from trading_assets.defs.fib_retracement.assets import fib_retracement_signals_job
+from trading_assets.defs.fib_retracement.assets import fib_retracement_job
 from trading_assets.defs.fib_retracement.partitions import FX_PARTITIONS_START
 from trading_assets.defs.partitions import PARTITION_FMT
 
@@ -23,7 +23,7 @@ def bar_closed_at(moment: pd.Timestamp) -> tuple[str | None, str]:
 
 fib_retracement_schedule = bar_close_schedule(
     flow=FLOW,
-    job=fib_retracement_signals_job,
+    job=fib_retracement_job,
     cron_schedule="0 * * * 0-5",
     timezone=fx_hours.TZ,
     name="fib_retracement_every_hour",
