@@ -113,3 +113,76 @@ def test_a_cash_account_still_refuses_to_go_short(tmp_path):
     broker = PaperBroker(tmp_path / "cash.sqlite", starting_cash=100_000.0)
     with pytest.raises(OrderRejected, match="insufficient qty"):
         broker.submit_order(OrderRequest("s1", "TQQQ", Side.SELL, 1, reference_price=50.0))
+
+
+# ----------------------------------------------------------------------------- brackets
+
+
+def _bars(symbol, rows, start=datetime(2025, 11, 18, 16, tzinfo=UTC)):
+    import pandas as pd
+
+    index = pd.DatetimeIndex([pd.Timestamp(start) + pd.Timedelta(hours=i) for i in range(len(rows))])
+    return pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=index).assign(volume=0.0, symbol=symbol)
+
+
+def _bracketed(tmp_path, side=Side.BUY, tp=110.0, sl=95.0):
+    paper = PaperBroker(tmp_path / "b.sqlite", starting_cash=10_000.0, slippage_bps=10, allow_short=True)
+    paper.observe_prices({"X": 100.0}, datetime(2025, 11, 18, 16, tzinfo=UTC))  # the entry's tick ends 16:00
+    paper.submit_order(OrderRequest("e1", "X", side, 10, reference_price=100.0, take_profit=tp, stop_loss=sl))
+    return paper
+
+
+def _leg(paper, kind):
+    from trading_assets.core.execution import bracket_leg_id
+
+    return paper.get_order(bracket_leg_id("e1", kind))
+
+
+def test_a_take_profit_fills_at_its_level_without_slippage_the_stop_is_canceled(tmp_path):
+    paper = _bracketed(tmp_path)
+    paper.observe_bars(_bars("X", [(101, 104, 99, 103), (103, 111, 102, 108)]))
+    tp, sl = _leg(paper, "take_profit"), _leg(paper, "stop_loss")
+    assert tp.status is OrderStatus.FILLED and tp.filled_avg_price == 110.0 and tp.side is Side.SELL
+    assert tp.filled_at == datetime(2025, 11, 18, 17, tzinfo=UTC)  # the bar it fired in
+    assert sl.status is OrderStatus.CANCELED and paper.positions() == []
+
+
+def test_a_gap_through_the_stop_fills_at_the_open_with_slippage(tmp_path):
+    paper = _bracketed(tmp_path)
+    paper.observe_bars(_bars("X", [(93, 96, 90, 94)]))
+    sl = _leg(paper, "stop_loss")
+    assert sl.status is OrderStatus.FILLED and sl.filled_avg_price == pytest.approx(93 * (1 - 0.001))
+
+
+def test_a_short_stop_is_above_and_a_bar_reaching_both_fills_the_stop(tmp_path):
+    paper = _bracketed(tmp_path, side=Side.SELL, tp=90.0, sl=105.0)
+    paper.observe_bars(_bars("X", [(100, 106, 89, 100)]))
+    sl = _leg(paper, "stop_loss")
+    assert sl.side is Side.BUY and sl.filled_avg_price == pytest.approx(105 * 1.001)
+    assert _leg(paper, "take_profit").status is OrderStatus.CANCELED and paper.positions() == []
+
+
+def test_bars_up_to_the_entry_nan_bars_and_bars_seen_before_fill_nothing(tmp_path):
+    paper = _bracketed(tmp_path)
+    before = _bars("X", [(100, 120, 80, 100)], start=datetime(2025, 11, 18, 15, tzinfo=UTC))  # the entry's own bar
+    paper.observe_bars(before)
+    paper.observe_bars(_bars("X", [(float("nan"), 120, 80, 100), (100, 101, 99, 100)]))
+    paper.observe_bars(_bars("Y", [(100, 200, 1, 100)]))  # another market
+    assert _leg(paper, "take_profit").status is _leg(paper, "stop_loss").status is OrderStatus.ACCEPTED
+    paper.observe_bars(_bars("X", [(100, 120, 80, 100)], start=datetime(2025, 11, 18, 17, tzinfo=UTC)))
+    assert _leg(paper, "take_profit").status is OrderStatus.ACCEPTED  # 17:00 was already walked
+    assert paper.positions()[0].qty == 10
+
+
+def test_levels_on_the_wrong_side_are_rejected_and_nothing_is_opened(tmp_path):
+    paper = PaperBroker(tmp_path / "b.sqlite", starting_cash=10_000.0)
+    with pytest.raises(OrderRejected, match="stop_loss 101 is on the wrong side"):
+        paper.submit_order(OrderRequest("e1", "X", Side.BUY, 1, reference_price=100.0, stop_loss=101.0))
+    assert paper.orders() == [] and paper.positions() == []
+
+
+def test_closing_the_position_cancels_its_working_legs(tmp_path):
+    paper = _bracketed(tmp_path)
+    paper.submit_order(OrderRequest("x1", "X", Side.SELL, 10, reference_price=101.0))
+    assert _leg(paper, "take_profit").status is _leg(paper, "stop_loss").status is OrderStatus.CANCELED
+    assert "x1" in _leg(paper, "stop_loss").reason
