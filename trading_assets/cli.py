@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
 
 JOB = "ema_concentration_job"
-LIVE_JOBS = {"ema_concentration": JOB}  # flow -> its tick job; the other flows go live with their issues
+# flow -> its tick job; the other flows go live with their issues (trend_dmi runs per alert: `worker`)
+LIVE_JOBS = {"ema_concentration": JOB, "fib_retracement": "fib_retracement_job"}
 # Failures are summarised one line per tick; --verbose shows Dagster's log with tracebacks.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -273,8 +274,27 @@ def _tick_job(flow: str, env: str):
     return dg.Definitions(assets=module.FLOW_ASSETS, jobs=[job], resources=resources_for(env)).resolve_job_def(job.name)
 
 
+def _ema_rows(key: str, result: dg.ExecuteInProcessResult) -> list[str]:
+    signal_name = _metadata(result, "ema_concentration__signals", "target_signal")
+    price = _metadata(result, "ema_concentration__indicators", "target_price")
+    described, rejections = _describe_orders(result.output_for_node("ema_concentration__orders"), result)
+    equity = _metadata(result, "ema_concentration__equity", "equity")
+    shown = f"{equity:>12,.2f}" if equity == equity else f"{'-':>12}"  # NaN: an old tick, never recorded
+    return [f"{key:<18} {signal_name:<9} {price:>9.2f}  {described[:44]:<44} {shown}",
+            *(f"{'':<18} {line}" for line in rejections)]
+
+
+def _table(flow: str) -> tuple[str, Callable[[str, dg.ExecuteInProcessResult], list[str]]]:
+    """The flow's table header and the lines a successful tick prints."""
+    if flow == "fib_retracement":
+        from trading_assets import cli_fx
+
+        return cli_fx.HEADER, lambda key, result: cli_fx.rows(key, result, _metadata)
+    return f"{'tick (New York)':<18} {'signal':<9} {'price':>9}  {'orders':<44} {'equity':>12}", _ema_rows
+
+
 def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_POOL_WAIT_SECONDS,
-        verbose: bool = False) -> int:
+        verbose: bool = False, flow: str = "ema_concentration") -> int:
     import dagster as dg
 
     from trading_assets.pool_wait import PoolWait, bounded_pool_waits
@@ -282,7 +302,7 @@ def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_
     from trading_assets.settings import broker_for_flow, dagster_home, data_dir
 
     try:
-        job = _tick_job("ema_concentration", env)
+        job = _tick_job(flow, env)
     except Exception as exc:
         setting = exc
         while setting.__cause__ is not None and isinstance(setting.__cause__, Exception):
@@ -304,8 +324,9 @@ def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_
         return len(reaped)
 
     on = ", ".join(str(d) for d in days)
-    print(f"trading_assets: {JOB} on {on} ({len(keys)} ticks), TRADING_ENV={env}")
-    print(f"{'tick (New York)':<18} {'signal':<9} {'price':>9}  {'orders':<44} {'equity':>12}")
+    header, tick_rows = _table(flow)
+    print(f"trading_assets: {LIVE_JOBS[flow]} on {on} ({len(keys)} ticks), TRADING_ENV={env}")
+    print(header)
     started = time.perf_counter()
     failures, done, code = 0, 0, EXIT_OK
     policy = PoolWait(timeout=pool_wait, reap=reap, report=_note)
@@ -338,14 +359,8 @@ def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_
                     code = 128 + int(signo)
                     break
                 continue
-            signal_name = _metadata(result, "ema_concentration__signals", "target_signal")
-            price = _metadata(result, "ema_concentration__indicators", "target_price")
-            described, rejections = _describe_orders(result.output_for_node("ema_concentration__orders"), result)
-            equity = _metadata(result, "ema_concentration__equity", "equity")
-            shown = f"{equity:>12,.2f}" if equity == equity else f"{'-':>12}"  # NaN: an old tick, never recorded
-            print(f"{key:<18} {signal_name:<9} {price:>9.2f}  {described[:44]:<44} {shown}")
-            for line in rejections:
-                print(f"{'':<18} {line}")
+            for line in tick_rows(key, result):
+                print(line, flush=True)
     elapsed = time.perf_counter() - started
     base = data_dir()
     skipped = f" ({len(keys) - done} not run)" if done < len(keys) else ""
@@ -362,8 +377,8 @@ def run(days: list[date], keys: list[str], env: str, pool_wait: float = DEFAULT_
     else:
         print(f"  ledger (intents, transactions, equity): {base / 'ledger.sqlite'}")
         print(f"  asset files (Parquet per tick):          {base / 'assets'}")
-    if broker_for_flow("ema_concentration", env) == "paper":
-        print(f"  paper broker account:                   {base / 'paper_ema_concentration.sqlite'}")
+    if broker_for_flow(flow, env) == "paper":
+        print(f"  paper broker account:                   {base / f'paper_{flow}.sqlite'}")
     print(f"  Dagster runs and events:                 {home or '(ephemeral instance)'}")
     if env == "local":
         print("  Browse lineage, runs and metadata:       make dev  ->  http://127.0.0.1:3000")
@@ -499,7 +514,8 @@ def _tick_arguments() -> argparse.ArgumentParser:
     ticks = argparse.ArgumentParser(add_help=False)
     ticks.add_argument("--day", type=_parse_day, default=None,
                        help="session date (default: the most recent completed NYSE session, "
-                            "or the day of the --tick ticks)")
+                            "or the day of the --tick ticks); for --flow fib_retracement an FX trade "
+                            "date: 17:00 New York the evening before to 16:00")
     ticks.add_argument("--tick", action="append", dest="ticks", default=None,
                        help=f"only these partition keys, e.g. {TICK_EXAMPLE} (repeatable)")
     ticks.add_argument("--pool-wait", type=_parse_seconds, default=DEFAULT_POOL_WAIT_SECONDS, metavar="SECONDS",
@@ -599,8 +615,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--flow {args.flow}: not live yet (its ticks have no job); its backtest runs in "
                                  f"the UI: make dev, then materialise {args.flow}/backtest")
             env = _trading_env()
-            days, keys = plan_ticks(args.day, args.ticks)
-            return run(days, keys, env, args.pool_wait, args.verbose)
+            if args.flow == "fib_retracement":
+                from trading_assets.cli_fx import FxUsageError, plan_fx_ticks
+
+                try:
+                    days, keys = plan_fx_ticks(args.day, args.ticks)
+                except FxUsageError as exc:
+                    raise UsageError(str(exc)) from None
+            else:
+                days, keys = plan_ticks(args.day, args.ticks)
+            return run(days, keys, env, args.pool_wait, args.verbose, flow=args.flow)
         if args.command == "aws-bootstrap":
             from trading_assets.cli_aws import aws_bootstrap
 

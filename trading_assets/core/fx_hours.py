@@ -24,7 +24,7 @@ def closed_reason(start: datetime) -> str | None:
     local = start if start.tzinfo is None else start.astimezone(ZoneInfo(TZ)).replace(tzinfo=None)
     if local.minute or local.second or local.microsecond:
         return f"{local:%Y-%m-%d %H:%M} is not the start of an hour"
-    trade_date = _trade_date(local)
+    trade_date = trade_date_of(local)
     weekday = trade_date.weekday()
     if weekday >= 5:
         return f"{local:%a %Y-%m-%d %H:%M} New York is in the FX weekend (Friday 17:00 to Sunday 17:00)"
@@ -33,7 +33,7 @@ def closed_reason(start: datetime) -> str | None:
     return None
 
 
-def _trade_date(local: datetime) -> date:
+def trade_date_of(local: datetime) -> date:
     """The FX trade date of a New York wall-clock time: from 17:00 on, the next day's."""
     return local.date() + timedelta(days=1) if local.time() >= ROLLOVER else local.date()
 
@@ -95,7 +95,7 @@ def previous_bar_starts(last: datetime, count: int) -> list[datetime]:
     starting at `last`, oldest first (across weekends and closures)."""
     check_bar_start(last)
     out: list[datetime] = []
-    day = _trade_date(last)
+    day = trade_date_of(last)
     while len(out) < count:
         out[:0] = [b for b in bar_starts(day) if b <= last]
         day -= timedelta(days=1)

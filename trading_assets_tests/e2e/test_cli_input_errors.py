@@ -35,7 +35,7 @@ def test_with_only_tick_the_header_names_that_ticks_day(traded):
     (["--tick", "garbage"], {}, "--tick garbage: not a tick", "YYYY-MM-DD-HH:MM"),
     (["--day", "2099-01-02"], {}, "2099-01-02 is beyond the exchange calendar", "pick a session date"),
     (["--tick", TICK], {"TRADING_ENV": "nonsense"}, "TRADING_ENV='nonsense' is not available", "choose one of"),
-    (["--flow", "fib_retracement"], {}, "--flow fib_retracement: not live yet", "fib_retracement/backtest"),
+    (["--flow", "knn_shadow"], {}, "--flow knn_shadow: not live yet", "knn_shadow/backtest"),
     (["--flow", "nope"], {}, "invalid choice: 'nope'", "ema_concentration"),
 ], ids=["holiday", "garbage", "beyond-calendar", "unknown-env", "flow-not-live", "unknown-flow"])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(traded, args, env, problem, remedy):
