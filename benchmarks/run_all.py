@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_tick.py", "bench_aws_tick.py", "bench_indicators.py", "bench_backtest.py"]
+SCRIPTS = ["bench_tick.py", "bench_fib_tick.py", "bench_aws_tick.py", "bench_indicators.py", "bench_backtest.py"]
 
 
 def main() -> int:
