@@ -61,24 +61,41 @@ def test_a_weekend_key_is_not_a_partition(tmp_path):
         _run(tmp_path, "2025-11-15-12:00")
 
 
-def test_a_market_with_nan_bars_fails_the_blocking_check_and_no_signal_is_computed(tmp_path):
+def _nan_close(frame):
+    frame.loc[frame.index[-2], "close"] = float("nan")
+    return frame
+
+
+def _one_hour_missing(frame):
+    eur = frame.index[frame["symbol"] == "CS.D.EURUSD.MINI.IP"]
+    return frame.drop(index=eur[-10:-9])
+
+
+def _only_30_bars(frame):
+    return frame.groupby("symbol", group_keys=False).tail(30)
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (_nan_close, "NaN"),
+    (_one_hour_missing, "CS.D.EURUSD.MINI.IP: 1 of the last 40 hourly bars missing (first 2025-11-12 01:00"),
+    (_only_30_bars, "30 bars, need the last 40"),
+], ids=["nan", "gap", "short"])
+def test_bad_bars_fail_the_blocking_check_and_nothing_is_signalled_or_ordered(tmp_path, damage, problem):
     from trading_assets.adapters.replay.market_data import ReplayMarketData
     from trading_assets.resources.market_data import ReplayMarketDataResource
 
-    class Gappy(ReplayMarketData):
+    class Damaged(ReplayMarketData):
         def get_bars(self, *args, **kwargs):
-            frame = super().get_bars(*args, **kwargs)
-            frame.loc[frame.index[-2], "close"] = float("nan")
-            return frame
+            return damage(super().get_bars(*args, **kwargs))
 
-    class GappyResource(ReplayMarketDataResource):
+    class DamagedResource(ReplayMarketDataResource):
         def get(self):
-            return Gappy(session="fx")
+            return Damaged(session="fx")
 
-    result = _run(tmp_path, "2025-11-12-10:00", fib_retracement_prices=GappyResource())
+    result = _run(tmp_path, "2025-11-12-10:00", fib_retracement_prices=DamagedResource())
     assert not result.success
     [check] = result.get_asset_check_evaluations()
-    assert not check.passed and "NaN" in check.description
+    assert not check.passed and problem in check.description, check.description
     assert not [e for e in result.all_events if e.is_step_success and e.step_key in (
         "fib_retracement__signals", "fib_retracement__orders")]
     broker, ledger = _world(tmp_path)

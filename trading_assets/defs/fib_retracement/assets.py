@@ -38,12 +38,28 @@ _common = {"group_name": FLOW, "key_prefix": PREFIX, "partitions_def": fx_bars_1
            "tags": flow_tags(FLOW, "tick"), "owners": OWNERS}
 
 
+def _gaps(frame: pd.DataFrame, epics: list[str], expected: list) -> list[str]:
+    """A market missing any of the FX hours the strategy looks at: its last `lookback`
+    bars would span more than `lookback` hours, and swings would be read across the hole."""
+    wanted = pd.DatetimeIndex(expected).tz_localize(fx_hours.TZ).tz_convert("UTC")
+    out = []
+    for epic in epics:
+        have = frame.index[frame["symbol"].to_numpy() == epic] if len(frame) else pd.DatetimeIndex([], tz="UTC")
+        missing = wanted.difference(have)
+        if 0 < len(missing) < len(wanted):
+            first = missing[0].tz_convert(fx_hours.TZ)
+            out.append(f"{epic}: {len(missing)} of the last {len(wanted)} hourly bars missing "
+                       f"(first {first:%Y-%m-%d %H:%M} New York)")
+    return out
+
+
 @dg.asset(
     **_common,
     kinds={"pandas"},
     check_specs=[dg.AssetCheckSpec(BARS_CHECK, asset=dg.AssetKey([*PREFIX, "bars"]), blocking=True,
-                                   description="every market has at least `lookback` ordered, finite hourly bars "
-                                               "ending with this tick's bar; blocking: no signal from bad bars")],
+                                   description="every market has its last `lookback` hourly bars, with no FX hour "
+                                               "missing, ordered, finite and ending with this tick's bar; "
+                                               "blocking: no signal and no order from bad bars")],
     description="Hourly bars of every configured IG market, the last `lookback` (40) and a few more, up to and "
                 "including this tick's bar (IG's price history; offline, the replay FX week).",
 )
@@ -62,6 +78,7 @@ def bars(context: dg.AssetExecutionContext, fib_retracement_prices: MarketDataRe
     counts = frame.groupby("symbol").size().to_dict() if len(frame) else {}
     problems += [f"{e}: {counts.get(e, 0)} bars, need the last {fib_retracement.lookback}"
                  for e in epics if counts.get(e, 0) < fib_retracement.lookback]
+    problems += _gaps(frame, epics, fx_hours.previous_bar_starts(last, fib_retracement.lookback))
     last_close = frame.groupby("symbol")["close"].last().round(6).to_dict() if len(frame) else {}
     yield dg.Output(frame, metadata={
         "rows": len(frame), "markets": len(epics), "dagster/row_count": len(frame),
