@@ -133,6 +133,23 @@ def market_data_source(env: str | None = None) -> str:
     return source
 
 
+BAR_CACHES = ("s3", "sqlite", "off")
+BAR_CACHE_ENV = "TRADING_BAR_CACHE"
+
+
+def bar_cache() -> str:
+    """`TRADING_BAR_CACHE` (s3, sqlite, off; default s3): where the IG Fibonacci flow in aws
+    mode keeps the hourly bars it has already fetched, so each tick asks IG only for the
+    new ones (IG allows ~10,000 historical points a week). s3: the stack's bucket (ECS
+    tasks have no persistent disk); sqlite: a file under TRADING_DATA_DIR, for a machine
+    with a persistent disk; off: every tick fetches every bar. Optional, so not one of the
+    AWS_VARIABLES the stack must set. Local replay bars are never cached."""
+    choice = env_str(BAR_CACHE_ENV, "s3").lower()
+    if choice not in BAR_CACHES:
+        raise ValueError(f"{BAR_CACHE_ENV}={choice!r}: choose from {BAR_CACHES}")
+    return choice
+
+
 def apply_environment(values: dict[str, str]) -> None:
     """Set variables for this process and the code it runs (`make run-aws` points the AWS
     world at its moto server this way); only settings touches the environment."""

@@ -120,12 +120,56 @@ def market_data_resource(source: str, *, secrets: AwsSecretsResource | None = No
 def fx_prices_resource(env: str, *, secrets: AwsSecretsResource | None = None) -> MarketDataResource:
     """Hourly prices of IG epics for the Fibonacci flow: the replay FX week locally, IG's
     price history in aws mode (the IG login from the environment or `secrets`;
-    IG_ACC_TYPE demo by default, IG_BASE_URL for a recording server)."""
+    IG_ACC_TYPE demo by default, IG_BASE_URL for a recording server), through the bar cache:
+    S3 under the asset prefix by default, a SQLite file under TRADING_DATA_DIR with
+    TRADING_BAR_CACHE=sqlite, none with TRADING_BAR_CACHE=off."""
     if env == "local":
         return ReplayMarketDataResource(session="fx")
     if env == "aws":
-        return IGPricesResource(**credentials(IGPricesResource, secrets),
-                                acc_type=settings.env_str("IG_ACC_TYPE", "demo"),
-                                acc_number=settings.env_str("IG_ACC_NUMBER") or None,
-                                base_url=settings.endpoint("IG_BASE_URL"))
+        prices = IGPricesResource(**credentials(IGPricesResource, secrets),
+                                  acc_type=settings.env_str("IG_ACC_TYPE", "demo"),
+                                  acc_number=settings.env_str("IG_ACC_NUMBER") or None,
+                                  base_url=settings.endpoint("IG_BASE_URL"))
+        # IG allows ~10,000 historical points a week and the flow wants ~48 bars per market
+        # every hour: through the bar cache a tick asks only for the bar that has just closed.
+        cache = settings.bar_cache()
+        if cache == "s3":  # under the asset prefix, which the run tasks' role may read and write
+            aws = settings.aws()
+            return CachedMarketDataResource(inner=prices, store="s3", bucket=aws.bucket, region=aws.region,
+                                            prefix=f"{aws.s3_prefix}/bar-cache")
+        if cache == "sqlite":
+            return CachedMarketDataResource(inner=prices, store="sqlite",
+                                            path=str(settings.data_dir() / "bar_cache.sqlite"))
+        return prices
     raise ValueError(f"no FX prices for TRADING_ENV={env!r}")
+
+
+class CachedMarketDataResource(MarketDataResource):
+    """`inner`'s bars through the bar cache (adapters/bar_cache.py): only bars never fetched
+    before are asked for, so the IG Fibonacci flow's hourly ticks stay inside IG's ~10,000
+    historical points a week. `store`: "s3" (a Parquet object per market under
+    s3://`bucket`/`prefix`/, for ECS tasks, which have no persistent disk) or "sqlite" (the
+    file at `path`)."""
+
+    inner: MarketDataResource
+    store: str = "s3"
+    bucket: str | None = None
+    prefix: str = "bar-cache"
+    region: str | None = None
+    path: str | None = None
+
+    def get(self) -> MarketData:
+        from trading_assets.adapters.bar_cache import BarStore, CachedMarketData, S3BarStore, SqliteBarStore
+
+        store: BarStore
+        if self.store == "s3":
+            if not (self.bucket and self.region):
+                raise ValueError("CachedMarketDataResource(store='s3') needs bucket and region")
+            store = S3BarStore(self.bucket, self.prefix, self.region)
+        elif self.store == "sqlite":
+            if not self.path:
+                raise ValueError("CachedMarketDataResource(store='sqlite') needs path")
+            store = SqliteBarStore(self.path)
+        else:
+            raise ValueError(f"CachedMarketDataResource: store {self.store!r} is not s3 or sqlite")
+        return CachedMarketData(self.inner.get(), store)
