@@ -3,9 +3,11 @@
 Speaks the wire format in `shared/reference/broker-wire-spec.md` section 1: v2 sessions with
 CST / X-SECURITY-TOKEN headers, `POST /positions/otc` (v2, with the optional `dealReference`),
 DELETE tunnelled as POST + `_method: DELETE`, `GET /confirms/{ref}`, `GET /positions` (v2),
-`GET /accounts`, `GET /prices/{epic}` (v3, paged, with the weekly historical allowance).
+`GET /accounts`, `GET /prices/{epic}` (v3, paged, with the weekly historical allowance),
+`GET /history/activity` (v3, as `IGService.fetch_account_activity` sends it).
 
-State: tokens, deals (positions and confirmations, keyed by dealReference), balance, prices.
+State: tokens, deals (positions and confirmations, keyed by dealReference), balance, prices,
+the account's activity history.
 Like IG, the fake does NOT refuse a reused dealReference: it opens a second deal. That is the
 worst case a client must survive, so idempotency has to come from the client's own lookup,
 and `order_count()` shows whether it did.
@@ -23,10 +25,40 @@ Every scripted fault changes what goes over the wire:
     fault_historical_allowance()   403 exceeded-account-historical-data-allowance
     set_market_status(epic, st)    outside TRADEABLE every deal's confirmation is REJECTED
                                    (MARKET_CLOSED_WITH_EDITS, MARKET_CLOSED, MARKET_OFFLINE)
+                                   and attached stops/limits do not trigger
+    set_dealing_rules(epic, ...)   IG's per-market dealing rules; a deal breaking them is
+                                   HTTP 200 + a REJECTED confirmation: size below
+                                   min_deal_size -> MINIMUM_ORDER_SIZE_ERROR; a stop or limit
+                                   on the wrong side of the price or nearer than
+                                   min_stop_distance / min_limit_distance ->
+                                   ATTACHED_ORDER_LEVEL_ERROR (defaults: DealingRules())
+    set_price / move_market        the market moves: attached stops and limits trigger (below)
 
 IG OTC deals fill or reject at once (no partial or later fill); only the confirmation
 may lag (`fault_confirm_lag`).
     page_size / allowance          pagination and the weekly allowance of /prices
+
+Attached stops and limits (`stopLevel`/`limitLevel` or distances on the opening deal) are
+watched like IG does: a BUY deal closes when the bid reaches or crosses its stop (at that
+bid: a stop is a market order and may slip; a guaranteed stop fills at its level) or its
+limit (at the limit level); a SELL deal the same on the offer. The close books the P&L
+into the balance, removes the deal and writes a SYSTEM activity with its own dealId and
+dealReference (not counted by `order_count`, which counts the client's deals).
+
+Activity history (`GET /history/activity`, VERSION 3): every deal writes one POSITION
+activity, dealId = the deal's own id, `details.dealReference` = the reference it was sent
+with; `details.actions` say what it did: POSITION_OPENED (affectedDealId = the new
+position), POSITION_CLOSED / POSITION_PARTIALLY_CLOSED (affectedDealId = the position it
+closed). Client deals are channel PUBLIC_WEB_API, stop/limit triggers SYSTEM; a rejected
+deal is status REJECTED with no actions. Query: `from` (inclusive) and `to` (exclusive),
+`%Y-%m-%dT%H:%M:%S[.ffffff]` read as UTC; `dealId` (the activity's own or an affected
+deal's id: an assumption, IG does not document which); `filter` (a FIQL subset: `==`/`!=`
+on top-level fields, `;` and, `,` or); `detailed=true` (else `details` is null);
+`pageSize` (default 50). Newest first; `metadata.paging.next` is IG's link for the next
+(older) page: the same query with `to` = the oldest listed activity's time (to the
+microsecond, so no activity is listed twice or skipped), null on the last page.
+trading-ig 0.0.25's own pager copies `from` into `to` when it follows that link (a typo
+in `fetch_account_activity`), so through the library only the first page arrives.
 
 Historical bars are deterministic (see `bar_for`), so tests can compute what to expect.
 `from`/`to` are read as UK local time, like `snapshotTime`; `snapshotTimeUTC` is UTC.
@@ -39,11 +71,12 @@ import itertools
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from trading_assets_tests.fakes.base import FakeServer, Request, Response, route
@@ -62,6 +95,9 @@ _REF_RE = re.compile(r"[A-Za-z0-9_-]{1,30}")
 # A deal's confirmation when the market is not TRADEABLE (IG's marketStatus -> reason).
 _CLOSED_REASONS = {"EDITS_ONLY": "MARKET_CLOSED_WITH_EDITS", "CLOSED": "MARKET_CLOSED",
                    "OFFLINE": "MARKET_OFFLINE"}
+_EPS = 1e-9  # level comparisons: a price "reaches" a level within float noise
+API_CHANNEL = "PUBLIC_WEB_API"  # IG's activity channel for deals sent through the REST API
+_ACTIVITY_TIME = "%Y-%m-%dT%H:%M:%S"
 
 
 def _err(status: int, code: str) -> Response:
@@ -83,6 +119,18 @@ class FakeDeal:
     created: datetime
     limit_level: float | None = None
     stop_level: float | None = None
+    guaranteed_stop: bool = False
+
+
+@dataclass(frozen=True)
+class DealingRules:
+    """IG's dealing rules of one market, in the fake's units (deal size; price units for
+    distances, the fake's scalingFactor being 1). The defaults are EUR/USD-like: a 0.5
+    minimum size and 2 pips (0.0002) to the nearest stop or limit."""
+
+    min_deal_size: float = 0.5
+    min_stop_distance: float = 0.0002
+    min_limit_distance: float = 0.0002
 
 
 @dataclass
@@ -90,6 +138,8 @@ class FakeIGState:
     deals: list[FakeDeal] = field(default_factory=list)  # open positions, oldest first
     confirms: dict[str, dict[str, Any]] = field(default_factory=dict)  # by dealReference
     opened: list[tuple[str, str]] = field(default_factory=list)  # (dealReference, dealId)
+    # Activity history, oldest first: (time, IG's detailed activity record).
+    activities: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
 
 
 class FakeIG(FakeServer):
@@ -125,6 +175,7 @@ class FakeIG(FakeServer):
         self.allowance_expiry = 3 * 86_400  # seconds until the weekly allowance resets
         self.include_snapshot_utc = True
         self.now = lambda: datetime.now(UTC)
+        self.dealing_rules: dict[str, DealingRules] = {}  # epic -> rules; DealingRules() if absent
         self._ids = itertools.count(1)
 
     def stop(self) -> None:
@@ -141,9 +192,38 @@ class FakeIG(FakeServer):
         return self.url + PREFIX
 
     def set_price(self, symbol: str, price: float, spread: float = 0.0) -> None:
-        """Quote `symbol` (an epic) at mid `price`; bid/offer straddle it by `spread`."""
+        """Quote `symbol` (an epic) at mid `price`; bid/offer straddle it by `spread`.
+        Attached stops and limits the new quote reaches trigger (module docstring)."""
         with self.lock:
             self.prices[symbol] = (price - spread / 2, price + spread / 2)
+            self._trigger_attached(symbol)
+
+    def move_market(self, epic: str, path: Iterable[float], spread: float = 0.0) -> None:
+        """Quote `epic` at each mid price of `path` in turn (a market moving tick by tick:
+        a stop or limit triggers at the first quote that reaches it)."""
+        for price in path:
+            self.set_price(epic, price, spread)
+
+    def set_dealing_rules(self, epic: str, *, min_deal_size: float | None = None,
+                          min_stop_distance: float | None = None,
+                          min_limit_distance: float | None = None) -> DealingRules:
+        """IG's dealing rules for `epic` (unset values keep their current/default value)."""
+        with self.lock:
+            rules = self.rules_for(epic)
+            changes = {k: float(v) for k, v in (("min_deal_size", min_deal_size),
+                                                 ("min_stop_distance", min_stop_distance),
+                                                 ("min_limit_distance", min_limit_distance))
+                       if v is not None}
+            rules = self.dealing_rules[epic] = DealingRules(**{**rules.__dict__, **changes})
+            return rules
+
+    def rules_for(self, epic: str) -> DealingRules:
+        return self.dealing_rules.get(epic, DealingRules())
+
+    def activities(self) -> list[dict[str, Any]]:
+        """The activity history as IG lists it (detailed), newest first."""
+        with self.lock:
+            return [dict(a) for _, a in reversed(self.state.activities)]
 
     def set_market_status(self, epic: str, status: str) -> None:
         """IG's `marketStatus` for `epic`. Outside TRADEABLE every deal (opening or closing)
@@ -434,20 +514,25 @@ class FakeIG(FakeServer):
         slow = self.faults.take(req, kinds=("timeout_after_accept",))
         return Response(200, {"dealReference": ref}, delay=self.slow_delay if slow else 0.0)
 
-    def _deal(self, body: dict[str, Any], reject_reason: str | None) -> str:
-        """Execute (or reject) a deal at the current quote; store its confirmation."""
+    def _deal(self, body: dict[str, Any], reject_reason: str | None, *,
+              opening_rules: bool = True) -> str:
+        """Execute (or reject) a deal at the current quote; store its confirmation and
+        its activity. `opening_rules`: the POST route checks the market's dealing rules
+        (a DELETE close of what is open does not)."""
         with self.lock:
             n = next(self._ids)
             ref = body.get("dealReference") or f"REF{n:08d}"
             deal_id = f"DIAAAA{n:08d}"
             now = self.now()
-            bid, offer = self.prices[body["epic"]]
+            epic = body["epic"]
+            bid, offer = self.prices[epic]
             direction, size = body["direction"], float(body["size"])
             level = offer if direction == "BUY" else bid
+            stop, limit = self._attached_levels(body, direction, level)
             conf: dict[str, Any] = {
                 "date": now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
                 "status": None, "reason": "SUCCESS", "dealStatus": "ACCEPTED",
-                "epic": body["epic"], "expiry": body["expiry"], "dealReference": ref,
+                "epic": epic, "expiry": body["expiry"], "dealReference": ref,
                 "dealId": deal_id, "affectedDeals": [], "level": level, "size": size,
                 "direction": direction, "stopLevel": body.get("stopLevel"),
                 "limitLevel": body.get("limitLevel"),
@@ -457,14 +542,16 @@ class FakeIG(FakeServer):
                 "trailingStop": bool(body.get("trailingStop")),
                 "profit": None, "profitCurrency": None,
             }
-            status = self.market_status.get(body["epic"], "TRADEABLE")
+            status = self.market_status.get(epic, "TRADEABLE")
             if status != "TRADEABLE":
                 reject_reason = reject_reason or _CLOSED_REASONS[status]
             if body.get("orderType") == "LIMIT":
-                limit = float(body["level"])
-                worse = level > limit if direction == "BUY" else level < limit
+                worse = level > float(body["level"]) if direction == "BUY" \
+                    else level < float(body["level"])
                 if worse:
                     reject_reason = reject_reason or "LEVEL_TOLERANCE_ERROR"
+            if opening_rules and reject_reason is None:
+                reject_reason = self._rule_break(epic, direction, size, stop, limit)
             if reject_reason is None:
                 cost = size * level * self.margin_factor
                 if cost > self.balance + self._pnl() - self._margin():
@@ -473,16 +560,20 @@ class FakeIG(FakeServer):
                 conf.update(dealStatus="REJECTED", reason=reject_reason, status=None,
                             dealId=deal_id, level=None, profit=None)
                 self.state.confirms[ref] = conf
+                self._record_activity(now, deal_id, ref, epic, body["expiry"], API_CHANNEL,
+                                      [], direction, size, None, stop, limit, body,
+                                      status="REJECTED")
                 return ref
             self.state.opened.append((ref, deal_id))
             remaining = size
             profit = 0.0
             closed_any = False
+            actions: list[dict[str, Any]] = []
             if not body.get("forceOpen"):  # net against opposite deals, oldest first
                 for deal in list(self.state.deals):
                     if remaining <= 1e-12:
                         break
-                    if deal.epic != body["epic"] or deal.direction == direction:
+                    if deal.epic != epic or deal.direction == direction:
                         continue
                     take = min(deal.size, remaining)
                     closed_any = True
@@ -495,27 +586,142 @@ class FakeIG(FakeServer):
                         self.state.deals.remove(deal)
                         status = "FULLY_CLOSED"
                     conf["affectedDeals"].append({"dealId": deal.deal_id, "status": status})
+                    actions.append({"actionType": "POSITION_CLOSED" if status == "FULLY_CLOSED"
+                                    else "POSITION_PARTIALLY_CLOSED",
+                                    "affectedDealId": deal.deal_id})
             if remaining > 1e-12:
-                stop, limit = body.get("stopLevel"), body.get("limitLevel")
-                sign = 1 if direction == "BUY" else -1
-                if body.get("stopDistance") is not None:
-                    stop = level - sign * float(body["stopDistance"])
-                if body.get("limitDistance") is not None:
-                    limit = level + sign * float(body["limitDistance"])
                 self.state.deals.append(FakeDeal(
-                    deal_id=deal_id, deal_reference=ref, epic=body["epic"], expiry=body["expiry"],
+                    deal_id=deal_id, deal_reference=ref, epic=epic, expiry=body["expiry"],
                     direction=direction, size=remaining, level=level,
                     currency=body["currencyCode"], created=now, limit_level=limit, stop_level=stop,
+                    guaranteed_stop=bool(body.get("guaranteedStop")),
                 ))
                 conf["affectedDeals"].append({"dealId": deal_id, "status": "OPENED"})
                 conf.update(status="OPEN", stopLevel=stop, limitLevel=limit)
+                actions.append({"actionType": "POSITION_OPENED", "affectedDealId": deal_id})
             else:
                 conf["status"] = "CLOSED"
             if closed_any:
                 self.balance += profit
                 conf.update(profit=round(profit, 10), profitCurrency=self.currency)
             self.state.confirms[ref] = conf
+            opened = remaining > 1e-12
+            self._record_activity(now, deal_id, ref, epic, body["expiry"], API_CHANNEL, actions,
+                                  direction, size, level, stop if opened else None,
+                                  limit if opened else None, body)
             return ref
+
+    @staticmethod
+    def _attached_levels(body: dict[str, Any], direction: str,
+                         level: float) -> tuple[float | None, float | None]:
+        """(stop, limit) levels of an opening deal: given as levels, or as distances from
+        the fill."""
+        stop, limit = body.get("stopLevel"), body.get("limitLevel")
+        sign = 1 if direction == "BUY" else -1
+        if body.get("stopDistance") is not None:
+            stop = level - sign * float(body["stopDistance"])
+        if body.get("limitDistance") is not None:
+            limit = level + sign * float(body["limitDistance"])
+        return (None if stop is None else float(stop)), (None if limit is None else float(limit))
+
+    def _rule_break(self, epic: str, direction: str, size: float, stop: float | None,
+                    limit: float | None) -> str | None:
+        """IG's reason when a deal breaks the market's dealing rules, or None. A BUY's stop
+        must lie below the bid (it would trigger at once) and at least min_stop_distance
+        below the fill (the offer); its limit at least min_limit_distance above the fill.
+        A SELL mirror-wise (stop above the offer, limit below the fill at the bid)."""
+        rules = self.rules_for(epic)
+        if size < rules.min_deal_size - _EPS:
+            return "MINIMUM_ORDER_SIZE_ERROR"
+        bid, offer = self.prices[epic]
+        if direction == "BUY":  # fills at the offer, closes at the bid
+            stop_gap, stop_side, limit_gap = offer - (stop or 0.0), bid - (stop or 0.0), \
+                (limit or 0.0) - offer
+        else:  # fills at the bid, closes at the offer
+            stop_gap, stop_side, limit_gap = (stop or 0.0) - bid, (stop or 0.0) - offer, \
+                bid - (limit or 0.0)
+        stop_ok = stop is None or (stop_side > _EPS
+                                   and stop_gap >= rules.min_stop_distance - _EPS)
+        limit_ok = limit is None or (limit_gap > _EPS
+                                     and limit_gap >= rules.min_limit_distance - _EPS)
+        return None if stop_ok and limit_ok else "ATTACHED_ORDER_LEVEL_ERROR"
+
+    def _trigger_attached(self, epic: str) -> None:
+        """Close every deal of `epic` whose stop or limit the current quote reaches (the
+        caller holds the lock)."""
+        if self.market_status.get(epic, "TRADEABLE") != "TRADEABLE":
+            return
+        bid, offer = self.prices[epic]
+        for deal in [d for d in self.state.deals if d.epic == epic]:
+            buy = deal.direction == "BUY"
+            price = bid if buy else offer  # a BUY closes by selling at the bid
+            exit_level = None
+            if deal.stop_level is not None and (
+                    price <= deal.stop_level + _EPS if buy else price >= deal.stop_level - _EPS):
+                exit_level = deal.stop_level if deal.guaranteed_stop else price
+            elif deal.limit_level is not None and (
+                    price >= deal.limit_level - _EPS if buy else price <= deal.limit_level + _EPS):
+                exit_level = deal.limit_level
+            if exit_level is not None:
+                self._system_close(deal, exit_level)
+
+    def _system_close(self, deal: FakeDeal, exit_level: float) -> None:
+        """IG closes `deal` at `exit_level` by itself (a stop or limit triggered)."""
+        n = next(self._ids)
+        deal_id, ref = f"DIAAAA{n:08d}", f"SYS{n:08d}"
+        sign = 1 if deal.direction == "BUY" else -1
+        profit = sign * (exit_level - deal.level) * deal.size
+        self.balance += profit
+        self.state.deals.remove(deal)
+        close_direction = "SELL" if deal.direction == "BUY" else "BUY"
+        now = self.now()
+        self.state.confirms[ref] = {
+            "date": now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3], "status": "CLOSED",
+            "reason": "SUCCESS", "dealStatus": "ACCEPTED", "epic": deal.epic,
+            "expiry": deal.expiry, "dealReference": ref, "dealId": deal_id,
+            "affectedDeals": [{"dealId": deal.deal_id, "status": "FULLY_CLOSED"}],
+            "level": exit_level, "size": deal.size, "direction": close_direction,
+            "stopLevel": None, "limitLevel": None, "stopDistance": None, "limitDistance": None,
+            "guaranteedStop": False, "trailingStop": False,
+            "profit": round(profit, 10), "profitCurrency": self.currency,
+        }
+        self._record_activity(
+            now, deal_id, ref, deal.epic, deal.expiry, "SYSTEM",
+            [{"actionType": "POSITION_CLOSED", "affectedDealId": deal.deal_id}],
+            close_direction, deal.size, exit_level, None, None, {"currencyCode": deal.currency})
+
+    def _record_activity(self, now: datetime, deal_id: str, ref: str, epic: str, expiry: str,
+                         channel: str, actions: list[dict[str, Any]], direction: str,
+                         size: float, level: float | None, stop: float | None,
+                         limit: float | None, body: dict[str, Any],
+                         status: str = "ACCEPTED") -> None:
+        """One POSITION activity, as IG's v3 history lists it (detailed)."""
+        last = self.state.activities[-1][0] if self.state.activities else None
+        at = now if last is None or now > last else last + timedelta(microseconds=1)
+        kinds = {a["actionType"] for a in actions}
+        short = deal_id[-8:]
+        if status != "ACCEPTED":
+            description = f"Rejected: {self.state.confirms[ref]['reason']}"
+        elif kinds == {"POSITION_OPENED"}:
+            description = f"Position opened: {short}"
+        elif "POSITION_PARTIALLY_CLOSED" in kinds and "POSITION_CLOSED" not in kinds:
+            description = f"Position partially closed: {short}"
+        else:
+            description = f"Position/s closed: {short}"
+        self.state.activities.append((at, {
+            "date": at.strftime(_ACTIVITY_TIME), "epic": epic, "period": expiry,
+            "dealId": deal_id, "channel": channel, "type": "POSITION", "status": status,
+            "description": description,
+            "details": {
+                "dealReference": ref, "actions": actions, "marketName": epic,
+                "goodTillDate": None, "currency": body.get("currencyCode") or self.currency,
+                "size": size, "direction": direction, "level": level, "stopLevel": stop,
+                "stopDistance": body.get("stopDistance"),
+                "guaranteedStop": bool(body.get("guaranteedStop")),
+                "trailingStopDistance": None, "trailingStep": None, "limitLevel": limit,
+                "limitDistance": body.get("limitDistance"),
+            },
+        }))
 
     @route("DELETE", PREFIX + "/positions/otc")
     def close_position(self, req: Request) -> Response:
@@ -534,7 +740,66 @@ class FakeIG(FakeServer):
                  "epic": deal.epic, "expiry": deal.expiry, "forceOpen": False,
                  "orderType": "MARKET", "size": min(float(body.get("size") or deal.size),
                                                     deal.size)}
-        return Response(200, {"dealReference": self._deal(close, None)})
+        return Response(200, {"dealReference": self._deal(close, None, opening_rules=False)})
+
+    # ------------------------------------------------------------------ activity
+    @staticmethod
+    def _parse_query_time(text: str) -> datetime:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+    @staticmethod
+    def _fiql(expr: str) -> Callable[[dict[str, Any]], bool] | None:
+        """A FIQL subset (`field==v`, `field!=v`; `;` and, `,` or) on top-level fields."""
+        groups = []
+        for group in expr.split(","):
+            terms = []
+            for term in group.split(";"):
+                m = re.fullmatch(r"(\w+)(==|!=)(.*)", term.strip())
+                if m is None:
+                    return None
+                terms.append((m.group(1), m.group(2) == "==", m.group(3)))
+            groups.append(terms)
+        return lambda a: any(all((str(a.get(f)) == v) is eq for f, eq, v in terms)
+                             for terms in groups)
+
+    @route("GET", PREFIX + "/history/activity/?")
+    def activity_v3(self, req: Request) -> Response:
+        if req.headers.get("version") != "3":
+            return _err(400, "fake: GET /history/activity expects VERSION 3")
+        q = req.query
+        try:
+            lo = self._parse_query_time(q["from"]) if q.get("from") else None
+            hi = self._parse_query_time(q["to"]) if q.get("to") else None
+        except ValueError:
+            return _err(400, "validation.invalid.date")
+        try:
+            page_size = int(q.get("pageSize", 50))
+        except ValueError:
+            return _err(400, "validation.invalid.pageSize")
+        if page_size <= 0:
+            return _err(400, "validation.invalid.pageSize")
+        match = self._fiql(q["filter"]) if q.get("filter") else (lambda _a: True)
+        if match is None:
+            return _err(400, "validation.invalid.filter")
+        deal_id = q.get("dealId")
+        detailed = q.get("detailed", "false").lower() == "true"
+        with self.lock:
+            rows = [(at, a) for at, a in reversed(self.state.activities)
+                    if (lo is None or at >= lo) and (hi is None or at < hi) and match(a)
+                    and (deal_id is None or a["dealId"] == deal_id
+                         or any(x["affectedDealId"] == deal_id
+                                for x in a["details"]["actions"]))]
+        page = rows[:page_size]
+        next_link = None
+        if len(rows) > page_size:
+            query = {k: v for k, v in (("from", q.get("from")), ("dealId", deal_id),
+                                       ("filter", q.get("filter"))) if v}
+            query["to"] = page[-1][0].strftime(_ACTIVITY_TIME + ".%f")
+            query.update(detailed="true" if detailed else "false", pageSize=str(page_size))
+            next_link = "/history/activity?" + urlencode({"version": "3", **query})
+        out = [{**a, "details": a["details"] if detailed else None} for _, a in page]
+        return Response(200, {"activities": out,
+                              "metadata": {"paging": {"size": len(out), "next": next_link}}})
 
     # ------------------------------------------------------------------ prices
     @staticmethod
