@@ -108,11 +108,15 @@ class IGBrokerResource(IGLogin, _GuardedBrokerResource):
     def get(self) -> Broker:
         if (resolved := self._outside_run_copy()) is not None:
             return resolved.get()
-        from trading_assets.adapters.ig.broker import IGBroker
+        from trading_assets.adapters.ig.broker import IGBroker, shared_connection
 
+        # One IG session per login and process, shared with IGPricesResource (each step
+        # building its own broker used to log in again).
+        conn = shared_connection(self.username, self.password, self.api_key, self.acc_type,
+                                 self.acc_number, self.base_url, self.timeout)
         broker = IGBroker(self.username, self.password, self.api_key, acc_type=self.acc_type,
                           acc_number=self.acc_number, base_url=self.base_url,
-                          timeout=self.timeout)
+                          timeout=self.timeout, connection=conn)
         return self._guard(broker, live=self.acc_type.lower() == "live")
 
 

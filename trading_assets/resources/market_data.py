@@ -93,11 +93,15 @@ class IGPricesResource(IGLogin, MarketDataResource):
     def get(self) -> MarketData:
         if (resolved := self._outside_run_copy()) is not None:
             return resolved.get()
+        from trading_assets.adapters.ig.broker import shared_connection
         from trading_assets.adapters.ig.prices import IGPrices
 
+        # The IG broker's session (one login per process and login, see shared_connection).
+        conn = shared_connection(self.username, self.password, self.api_key, self.acc_type,
+                                 self.acc_number, self.base_url, self.timeout)
         return IGPrices(self.username, self.password, self.api_key, acc_type=self.acc_type,
                         acc_number=self.acc_number, base_url=self.base_url,
-                        timeout=self.timeout)
+                        timeout=self.timeout, connection=conn)
 
 
 def market_data_resource(source: str, *, secrets: AwsSecretsResource | None = None) -> MarketDataResource:

@@ -7,7 +7,9 @@ one deal per client order id, typed errors, sessions that heal themselves.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -473,3 +475,63 @@ def test_kyc_refusal_on_an_order_is_a_clear_error_not_an_ambiguity(
     assert not isinstance(info.value, AmbiguousOrderError)
     assert info.value.reason == "error.public-api.failure.kyc.required"
     assert fake.order_count() == 0
+
+
+# ----------------------------------------------------------------------------- one session
+
+
+@pytest.fixture
+def own_login_fake() -> Iterator[FakeIG]:
+    """A fake whose password no other test uses: the shared sessions live per process."""
+    server = FakeIG(password=f"pw-{uuid.uuid4().hex[:12]}").start()
+    server.set_price(EPIC, 1.1000, spread=0.0002)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _login(fake: FakeIG, **changes: object) -> dict[str, object]:
+    return {"username": fake.username, "password": fake.password, "api_key": fake.api_key,
+            "base_url": fake.base_url, "timeout": 0.5, **changes}
+
+
+def test_broker_and_prices_of_one_login_share_one_ig_session(own_login_fake: FakeIG) -> None:
+    """Every step of a run builds its broker and its price history from the resources:
+    they log in once per process, use that session for every call, and renew it once
+    when IG expires it (IG counts logins and limits calls per account)."""
+    from trading_assets.resources.brokers import IGBrokerResource
+    from trading_assets.resources.market_data import IGPricesResource
+
+    fake = own_login_fake
+    first, second = IGBrokerResource(**_login(fake)).get(), IGBrokerResource(**_login(fake)).get()
+    prices = IGPricesResource(**_login(fake)).get()
+    prices.page_wait = 0  # type: ignore[attr-defined]
+    end = datetime.now(UTC)
+
+    def bars() -> int:
+        return len(prices.get_bars([EPIC], end - timedelta(hours=5), end, "1h"))
+
+    assert first.account().account_id == "ABC123"
+    assert second.submit_order(buy("shared-1")).status is OrderStatus.FILLED
+    assert bars() > 0
+    assert fake.logins == 1
+    fake.fault_expire_session()
+    assert [p.qty for p in first.positions()] == [1.0]
+    assert bars() > 0 and second.account().account_id == "ABC123"
+    assert fake.logins == 2
+
+
+def test_a_different_login_never_gets_anothers_session(own_login_fake: FakeIG) -> None:
+    from trading_assets.resources.brokers import IGBrokerResource
+
+    fake = own_login_fake
+    IGBrokerResource(**_login(fake)).get().account()
+    seen = len(fake.requests)
+    wrong = IGBrokerResource(**_login(fake, password="not-the-password")).get()
+    with pytest.raises(SessionExpired, match="invalid-details"):
+        wrong.positions()
+    # Its only request was its own (refused) login: no call went out with the session.
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in fake.requests[seen:]] == [
+        ("POST", "session")]
+    assert fake.logins == 1

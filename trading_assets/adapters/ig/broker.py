@@ -24,20 +24,42 @@ Why it looks the way it does (the wire facts are in shared/reference/broker-wire
 - **Closing** nets: an opposite deal with `forceOpen: false` and our `dealReference`, so a
   close is as idempotent as an open. Orders with a take-profit or stop-loss need
   `forceOpen: true` (IG's rule), so they open a separate deal even against an opposite one.
+- **One login per process.** `shared_connection` hands every broker and price history of
+  the same login (username, account type and number, server, a sha256 of password and API
+  key: never the secrets themselves) the same `IGConnection`: one login, its tokens for
+  every call, one renewal on expiry, one pair of rate limiters (IG's limits are per
+  account). The resources build a broker per step; each used to log in again.
+
+**Brackets.** A take-profit / stop-loss rides on the entry's deal (`limitLevel` /
+`stopLevel`); the tick engine follows them as legs with ids from
+`core.execution.bracket_leg_id` (`<entry>:tp`, `<entry>:sl`), which `get_order` resolves:
+the entry's deal still open (positions carry its `dealReference`) -> ACCEPTED, the level
+in `reason`; else the activity history (`GET /history/activity` v3, detailed, newest
+first, from `activity_lookback` ago, paged by following `metadata.paging.next` ourselves:
+trading-ig's own pager loses every page after the first) gives the entry's opening (its
+dealReference -> dealId, direction, stop and limit levels) and the activity that closed
+that dealId. A close by IG itself (channel SYSTEM) at or beyond the limit fills the
+take-profit, at or beyond the stop (a stop may slip) the stop-loss: FILLED at the close
+level, size and time, the other leg CANCELED. A close by any other deal (our own netting
+close, a close in IG's platform) or a SYSTEM close at neither level cancels both. Nothing
+found is None (never seen, or IG has not listed it yet). `cancel_order` of a leg is only
+a read: IG drops attached orders with their position.
 
 Symbols are IG epics (e.g. `CS.D.EURUSD.MINI.IP`); qty is the deal size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from trading_ig.rest import (
@@ -51,6 +73,7 @@ from trading_ig.rest import (
 from trading_ig.utils import token_invalid
 
 from trading_assets.adapters.ratelimit import RateLimiter
+from trading_assets.core.execution import parse_bracket_leg_id
 from trading_assets.core.ports import (
     Account,
     AmbiguousOrderError,
@@ -71,6 +94,9 @@ DEAL_REFERENCE_RE = re.compile(r"[A-Za-z0-9_-]{1,30}")
 IG_TRADING_PER_MINUTE = 100  # published per-account trading allowance
 IG_NON_TRADING_PER_MINUTE = 30  # published per-account non-trading allowance
 _TIF = {"ioc": "EXECUTE_AND_ELIMINATE", "fok": "FILL_OR_KILL"}
+ACTIVITY_LOOKBACK = timedelta(days=30)  # how far back a bracket's opening is looked for
+ACTIVITY_PAGE_SIZE = 500  # IG's largest activity page
+_LEVEL_EPS = 1e-9
 
 
 class IGTransportError(BrokerError):
@@ -112,7 +138,12 @@ class IGConnection:
     """One IG login shared by the broker, the price history and the stream.
 
     Logs in lazily (v2), renews an expired session once, paces calls with client-side
-    limiters and waits out allowance 403s within `max_rate_limit_wait` seconds.
+    limiters and waits out allowance 403s within `max_rate_limit_wait` seconds. Shared
+    across threads (see `shared_connection`): calls through `run`/`request` go one at a
+    time (trading-ig keeps VERSION and the tokens as sticky headers of one requests
+    session; a paged price fetch holds the turn through its pages and page_wait pauses,
+    which also keeps the account's pacing), and when several callers see the same expired
+    token only the first logs in again.
     """
 
     def __init__(
@@ -148,6 +179,7 @@ class IGConnection:
         self.non_trading_limiter = non_trading_limiter or RateLimiter(
             IG_NON_TRADING_PER_MINUTE, 60.0)
         self.session_info: dict[str, Any] | None = None
+        self.logins = 0  # sessions this connection created (each renewal is one more)
         self._lock = threading.RLock()
 
     @property
@@ -183,6 +215,7 @@ class IGConnection:
                         f"{_error_code(str(exc))}", broker="ig") from exc
                 info = {**info, "currentAccountId": self.acc_number}
             self.session_info = info
+            self.logins += 1
             logger.info("IG session created for account %s", info.get("currentAccountId"))
             return info
 
@@ -225,8 +258,11 @@ class IGConnection:
         renewed = False
         while True:
             (self.trading_limiter if trading else self.non_trading_limiter).acquire()
+            generation = self.logins
             try:
-                return call()
+                with self._lock:
+                    generation = self.logins  # the session this call is sent with
+                    return call()
             except TokenInvalidException:
                 expired = True
             except ApiExceededException as exc:
@@ -259,11 +295,51 @@ class IGConnection:
                 if renewed:
                     raise SessionExpired("IG session expired again right after renewal",
                                          broker="ig")
-                logger.info("IG session token expired; logging in again")
-                self.login()
+                with self._lock:
+                    if self.logins == generation:
+                        logger.info("IG session token expired; logging in again")
+                        self.login()
+                    else:  # another caller of this login renewed it meanwhile
+                        logger.info("IG session token expired; already renewed, retrying")
                 renewed = True
                 if not renew:
                     raise _SessionRenewed()
+
+
+_CONNECTIONS: dict[tuple[str, ...], IGConnection] = {}
+_CONNECTIONS_LOCK = threading.Lock()
+
+
+def _fingerprint(password: str, api_key: str) -> str:
+    """Keys a shared connection by the secrets without keeping them (a changed password or
+    key is a new login, never the old one's tokens)."""
+    return hashlib.sha256(f"{password}\0{api_key}".encode()).hexdigest()
+
+
+def shared_connection(
+    username: str,
+    password: str,
+    api_key: str,
+    acc_type: str = "demo",
+    acc_number: str | None = None,
+    base_url: str | None = None,
+    timeout: float = 10.0,
+) -> IGConnection:
+    """The process's `IGConnection` for this login, created on first use (the first
+    caller's `timeout` stays). Broker and price history of one login share its session,
+    renewal and rate limiters; a different username, account, server, password or API key
+    is a different connection."""
+    kind = acc_type.lower()
+    if kind not in D_BASE_URL:
+        raise ValueError(f"acc_type must be one of {sorted(D_BASE_URL)}, got {acc_type!r}")
+    key = (str(username), kind, str(acc_number or ""), base_url or D_BASE_URL[kind],
+           _fingerprint(str(password), str(api_key)))
+    with _CONNECTIONS_LOCK:
+        conn = _CONNECTIONS.get(key)
+        if conn is None:
+            conn = _CONNECTIONS[key] = IGConnection(username, password, api_key, kind,
+                                                    acc_number, base_url, timeout)
+        return conn
 
 
 def _error_code(text: str) -> str:
@@ -306,6 +382,10 @@ class IGBroker:
         confirm_interval: float = 0.5,
         max_rate_limit_wait: float = 20.0,
         connection: IGConnection | None = None,
+        activity_lookback: timedelta = ACTIVITY_LOOKBACK,
+        activity_page_size: int = ACTIVITY_PAGE_SIZE,
+        activity_max_pages: int = 20,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.conn = connection or IGConnection(
             username, password, api_key, acc_type, acc_number, base_url, timeout,
@@ -316,6 +396,11 @@ class IGBroker:
         self.sleep = sleep
         self.confirm_attempts = max(1, confirm_attempts)
         self.confirm_interval = confirm_interval
+        self.activity_lookback = activity_lookback
+        self.activity_page_size = activity_page_size
+        self.activity_max_pages = max(1, activity_max_pages)
+        self.clock = clock
+        self._closed_brackets: dict[str, dict[str, Any]] = {}  # entry ref -> how it closed
 
     # ------------------------------------------------------------------ reads
     def account(self) -> Account:
@@ -402,10 +487,76 @@ class IGBroker:
         return None
 
     def get_order(self, client_order_id: str) -> Order | None:
+        leg = parse_bracket_leg_id(client_order_id)
+        if leg is not None:
+            return self._bracket_leg(client_order_id, *leg)
         if not DEAL_REFERENCE_RE.fullmatch(client_order_id):
             return None  # IG cannot hold a reference like that
         found = self._find(client_order_id)
         return None if found is None else _order_from_confirm(found)
+
+    # ------------------------------------------------------------------ brackets
+    def _bracket_leg(self, leg_id: str, entry: str, kind: str) -> Order | None:
+        """An attached take-profit / stop-loss of deal `entry` (module docstring)."""
+        if not DEAL_REFERENCE_RE.fullmatch(entry):
+            return None
+        closed = self._closed_brackets.get(entry)
+        if closed is None:
+            for item in self._open_deals():
+                pos, market = item["position"], item.get("market") or {}
+                if pos.get("dealReference") == entry:
+                    return _working_leg(leg_id, kind, pos, market.get("epic") or pos.get("epic"))
+            closed = self._bracket_history(entry)
+            if closed is None:
+                return None
+            self._closed_brackets[entry] = closed  # a closed deal stays closed
+        return _closed_leg(leg_id, kind, closed)
+
+    def _activities(self) -> Iterator[dict[str, Any]]:
+        """The account's activities from `activity_lookback` ago, newest first (detailed,
+        v3). trading-ig's `fetch_account_activity` copies `from` into `to` when it follows
+        `metadata.paging.next`, so it never returns more than the first page: we follow the
+        link ourselves, through the connection's request path (renewal, pacing)."""
+        since = (self.clock() - self.activity_lookback).astimezone(UTC)
+        params: dict[str, Any] = {"from": since.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  "detailed": "true", "pageSize": self.activity_page_size}
+        for _ in range(self.activity_max_pages):
+            resp = self.conn.request("read", "/history/activity", params, "3")
+            data = parse_json(resp, "GET /history/activity")
+            _raise_error_code(data, "GET /history/activity")
+            yield from data.get("activities") or []
+            link = ((data.get("metadata") or {}).get("paging") or {}).get("next")
+            if not link:
+                return
+            params = {k: v[-1] for k, v in parse_qs(urlsplit(link).query).items()
+                      if k != "version"}
+        logger.warning("IG activity history: stopped after %d pages", self.activity_max_pages)
+
+    def _bracket_history(self, entry: str) -> dict[str, Any] | None:
+        """How the deal opened as `entry` closed, from the activity history: its opening
+        details and the activity that closed it fully; None if either is not listed."""
+        closes: list[tuple[dict[str, Any], str]] = []  # (activity, affected deal id), newest first
+        opening = None
+        for act in self._activities():
+            details = act.get("details") or {}
+            if act.get("status") != "ACCEPTED":
+                continue
+            actions = details.get("actions") or []
+            for action in actions:
+                if action.get("actionType") == "POSITION_CLOSED":
+                    closes.append((act, str(action.get("affectedDealId"))))
+            if details.get("dealReference") == entry and any(
+                    a.get("actionType") == "POSITION_OPENED" for a in actions):
+                opening = act
+                break  # older pages cannot hold its close
+        if opening is None:
+            return None
+        deal_id = next(str(a.get("affectedDealId")) for a in opening["details"]["actions"]
+                       if a.get("actionType") == "POSITION_OPENED")
+        close = next((act for act, affected in closes if affected == deal_id), None)
+        if close is None:
+            return None  # not open and not closed: IG has not listed the close yet
+        return {"deal_id": deal_id, "opening": opening, "close": close}
 
     # ------------------------------------------------------------------ writes
     def submit_order(
@@ -524,7 +675,8 @@ class IGBroker:
 
     def cancel_order(self, client_order_id: str) -> Order | None:
         """IG market and limit deals are final at once, so there is nothing to cancel:
-        returns the order as it stands (None if IG never saw it)."""
+        returns the order as it stands (None if IG never saw it). A bracket leg too: its
+        attached order goes only with its position, so this is a read."""
         return self.get_order(client_order_id)
 
     def close_position(self, symbol: str, client_order_id: str) -> Order | None:
@@ -583,6 +735,74 @@ def _order_from_confirm(conf: Mapping[str, Any]) -> Order:
         filled_at=None if rejected else when,
         reason=None if reason in (None, "SUCCESS") else str(reason),
     )
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _exit_side(direction: Any) -> Side:
+    """The side that closes a deal of IG `direction` (a BUY deal's legs sell)."""
+    return Side.SELL if direction == "BUY" else Side.BUY
+
+
+def _working_leg(leg_id: str, kind: str, pos: Mapping[str, Any], epic: Any) -> Order:
+    """A leg of a deal that is still open: working if the deal carries its level."""
+    level = _float(pos.get("limitLevel") if kind == "take_profit" else pos.get("stopLevel"))
+    deal_id = str(pos.get("dealId") or "")
+    name = "limit" if kind == "take_profit" else "stop"
+    return Order(
+        client_order_id=leg_id, broker_order_id=deal_id, symbol=str(epic or ""),
+        side=_exit_side(pos.get("direction")), qty=float(pos.get("size") or 0.0),
+        status=OrderStatus.ACCEPTED if level is not None else OrderStatus.CANCELED,
+        submitted_at=_parse_ig_time(pos.get("createdDateUTC")),
+        reason=(f"{kind} working: {name} {level:g} on IG deal {deal_id}" if level is not None
+                else f"IG deal {deal_id} has no {name} attached (removed at IG?)"),
+    )
+
+
+def _leg_that_fired(opening: Mapping[str, Any], close: Mapping[str, Any]) -> str | None:
+    """Which attached order closed the deal: IG itself closed it (channel SYSTEM) at or
+    beyond its limit (take_profit) or its stop (stop_loss: a stop may slip); None for a
+    close by another deal, or a SYSTEM close at neither level."""
+    if close.get("channel") != "SYSTEM":
+        return None
+    details, exit_details = opening.get("details") or {}, close.get("details") or {}
+    level = _float(exit_details.get("level"))
+    if level is None:
+        return None
+    buy = details.get("direction") == "BUY"
+    limit, stop = _float(details.get("limitLevel")), _float(details.get("stopLevel"))
+    if limit is not None and (level >= limit - _LEVEL_EPS if buy else level <= limit + _LEVEL_EPS):
+        return "take_profit"
+    if stop is not None and (level <= stop + _LEVEL_EPS if buy else level >= stop - _LEVEL_EPS):
+        return "stop_loss"
+    return None
+
+
+def _closed_leg(leg_id: str, kind: str, closed: Mapping[str, Any]) -> Order:
+    """A leg of a deal that is closed: FILLED if this leg closed it, else CANCELED."""
+    opening, close = closed["opening"], closed["close"]
+    details, exit_details = opening.get("details") or {}, close.get("details") or {}
+    fired = _leg_that_fired(opening, close)
+    when = _parse_ig_time(close.get("date"))
+    level = _float(exit_details.get("level"))
+    size = float(exit_details.get("size") or details.get("size") or 0.0)
+    common = dict(client_order_id=leg_id, symbol=str(opening.get("epic") or ""),
+                  side=_exit_side(details.get("direction")), submitted_at=when)
+    if fired == kind:
+        return Order(**common, broker_order_id=str(close.get("dealId") or ""), qty=size,
+                     status=OrderStatus.FILLED, filled_qty=size, filled_avg_price=level,
+                     filled_at=when, reason=f"{kind} triggered at {level:g}")
+    if fired is not None:
+        why = f"{fired} filled"
+    elif close.get("channel") == "SYSTEM":
+        why = f"IG closed the deal at {level} (neither its stop nor its limit)"
+    else:
+        by = exit_details.get("dealReference") or close.get("dealId")
+        why = f"position closed by deal {by} ({close.get('channel')})"
+    return Order(**common, broker_order_id=str(closed["deal_id"]),
+                 qty=float(details.get("size") or 0.0), status=OrderStatus.CANCELED, reason=why)
 
 
 def _order_or_raise(conf: Mapping[str, Any]) -> Order:
