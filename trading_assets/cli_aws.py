@@ -56,11 +56,19 @@ def results_lines(aws: settings.AwsSettings) -> list[str]:
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=aws.bucket, Prefix=aws.s3_prefix)
             for o in page.get("Contents", [])]
     per_asset: dict[str, int] = {}
+    cached = 0  # the bar cache's series (IG prices), not asset frames
     for key in keys:
         asset = key.removeprefix(f"{aws.s3_prefix}/").rsplit("/", 1)[0]
+        if asset.startswith("bar-cache/"):
+            cached += 1
+            continue
         per_asset[asset] = per_asset.get(asset, 0) + 1
-    lines = [f"  asset frames (Parquet per tick):         s3://{aws.bucket}/{aws.s3_prefix}/ ({len(keys)} objects)"]
+    frames = len(keys) - cached
+    lines = [f"  asset frames (Parquet per tick):         s3://{aws.bucket}/{aws.s3_prefix}/ ({frames} objects)"]
     lines += [f"      {asset}/<tick>.parquet: {n}" for asset, n in per_asset.items()]
+    if cached:
+        lines.append(f"  bar cache (a Parquet per market):        s3://{aws.bucket}/{aws.s3_prefix}/bar-cache/ "
+                     f"({cached} series)")
     for table in (aws.orders_table, aws.transactions_table, aws.equity_table):
         count = sum(page["Count"] for page in ddb.get_paginator("scan").paginate(TableName=table, Select="COUNT"))
         lines.append(f"  DynamoDB {table + ':':<31} {count} items")

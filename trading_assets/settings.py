@@ -102,6 +102,28 @@ def trend_dmi_instruments() -> dict[str, str] | None:
     return mapping
 
 
+FIB_INSTRUMENTS_ENV = "TRADING_FIB_INSTRUMENTS"
+
+
+def fib_instruments() -> list[tuple[str, float]] | None:
+    """`TRADING_FIB_INSTRUMENTS="CS.D.EURUSD.MINI.IP=1,CS.D.GBPUSD.MINI.IP=2"`: which IG
+    markets the Fibonacci flow trades, each at what deal size (`=SIZE` optional, 1). Unset:
+    the flow's default (EUR/USD). The schedule's runs, the CLI and the UI all read it; the
+    flow's settings check each epic and size."""
+    text = env_str(FIB_INSTRUMENTS_ENV).strip()
+    if not text:
+        return None
+    out: list[tuple[str, float]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        epic, sep, size = (x.strip() for x in item.partition("="))
+        try:
+            out.append((epic, float(size) if sep else 1.0))
+        except ValueError:
+            raise ValueError(f"{FIB_INSTRUMENTS_ENV}: {item!r} is not EPIC or EPIC=SIZE "
+                             "(e.g. CS.D.EURUSD.MINI.IP=1,CS.D.GBPUSD.MINI.IP=2)") from None
+    return out
+
+
 def broker_for_flow(flow: str, env: str | None = None) -> str:
     """The broker a flow trades through in `env` (default `TRADING_ENV`).
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+from pydantic import ValidationError
 
 from trading_assets import settings
 from trading_assets.defs.conventions import LEDGER_IO_MANAGER
 from trading_assets.defs.ema_concentration.settings import EmaConcentrationSettings
-from trading_assets.defs.fib_retracement.settings import FibRetracementSettings
+from trading_assets.defs.fib_retracement.settings import FibInstrument, FibRetracementSettings
 from trading_assets.defs.trend_dmi.settings import TrendDmiSettings
 from trading_assets.resources.brokers import broker_key, broker_resource_for_flow
 from trading_assets.resources.io_managers import LocalParquetIOManager, S3ParquetIOManager
@@ -42,8 +43,15 @@ FIB_PRICES = "fib_retracement_prices"  # hourly IG epic prices (replay FX week l
 def _flow_settings() -> dict[str, object]:
     instruments = settings.trend_dmi_instruments()
     trend_dmi = TrendDmiSettings(instruments=instruments) if instruments else TrendDmiSettings()
+    markets = settings.fib_instruments()
+    try:
+        fib = (FibRetracementSettings(instruments=[FibInstrument(epic=e, size=n) for e, n in markets]) if markets
+               else FibRetracementSettings())
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{settings.FIB_INSTRUMENTS_ENV}: {reason}") from None
     return {"trading_settings": TradingSettings(), "ema_concentration": EmaConcentrationSettings(),
-            "trend_dmi": trend_dmi, "fib_retracement": FibRetracementSettings()}
+            "trend_dmi": trend_dmi, "fib_retracement": fib}
 
 
 def local_resources(base: Path | None = None, **overrides: object) -> dict[str, object]:

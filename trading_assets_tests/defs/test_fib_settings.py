@@ -54,3 +54,27 @@ def test_launchpad_config_is_checked_before_any_asset_runs():
     dg.materialize([uses_settings], resources={"fib_retracement": FibRetracementSettings()},
                    run_config={"resources": {"fib_retracement": {"config": {"window": 4}}}})
     assert ran[0].window == 4
+
+
+def test_the_markets_can_be_set_for_every_path_by_one_variable(monkeypatch):
+    from trading_assets.defs.resources import local_resources
+
+    monkeypatch.setenv("TRADING_FIB_INSTRUMENTS", "CS.D.EURUSD.MINI.IP=2, CS.D.GBPUSD.MINI.IP")
+    settings = local_resources()["fib_retracement"]
+    assert [(i.epic, i.size) for i in settings.instruments] == [("CS.D.EURUSD.MINI.IP", 2.0),
+                                                                ("CS.D.GBPUSD.MINI.IP", 1.0)]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("CS.D.EURUSD.MINI.IP=lots", "is not EPIC or EPIC=SIZE"),
+    ("EURUSD=1", "epic 'EURUSD' is not an IG epic"),
+    ("CS.D.EURUSD.MINI.IP=0", "size must be > 0"),
+    ("CS.D.EURUSD.MINI.IP,CS.D.EURUSD.MINI.IP", "each epic once"),
+])
+def test_a_bad_markets_variable_names_the_variable_and_the_problem(monkeypatch, value, message):
+    from trading_assets.defs.resources import local_resources
+
+    monkeypatch.setenv("TRADING_FIB_INSTRUMENTS", value)
+    with pytest.raises(ValueError, match="TRADING_FIB_INSTRUMENTS") as raised:
+        local_resources()
+    assert message in str(raised.value)
