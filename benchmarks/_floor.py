@@ -34,6 +34,23 @@ def floor_assets(keys: list[str]) -> list[dg.AssetsDefinition]:
     return out
 
 
+def floor_tick_wall(keys: list[str]) -> float:
+    """Median wall of a floor tick run like the flows' benchmarks run theirs
+    (dagster.materialize, ephemeral instance, quiet logs), the first key a warm-up."""
+    import statistics
+    import time
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    assets = floor_assets(keys)
+    walls = []
+    for i, key in enumerate(keys):
+        t0 = time.perf_counter()
+        dg.materialize(assets, resources={"mem": dg.InMemoryIOManager()}, partition_key=key, run_config=quiet)
+        if i > 0:
+            walls.append(time.perf_counter() - t0)
+    return statistics.median(walls)
+
+
 def floor_job(keys: list[str]) -> dg.JobDefinition:
     defs = dg.Definitions(assets=floor_assets(keys), resources={"mem": dg.InMemoryIOManager()},
                           jobs=[dg.define_asset_job("floor_job", executor_def=dg.in_process_executor)])

@@ -93,20 +93,10 @@ def bench_size(n_markets: int, reps: int) -> dict:
 
 
 def bench_floor(reps: int) -> float:
-    import dagster as dg
-    from _floor import floor_assets
+    """The floor job (benchmarks/_floor.py) over as many ticks, run the same way."""
+    from _floor import floor_tick_wall
 
-    from trading_assets.cli import QUIET_LOGS
-
-    keys = _keys(reps + 1)
-    assets = floor_assets(keys)
-    walls = []
-    for i, key in enumerate(keys):
-        t0 = time.perf_counter()
-        dg.materialize(assets, resources={"mem": dg.InMemoryIOManager()}, partition_key=key, run_config=QUIET_LOGS)
-        if i > 0:
-            walls.append(time.perf_counter() - t0)
-    return statistics.median(walls)
+    return floor_tick_wall(_keys(reps + 1))
 
 
 def main() -> None:
