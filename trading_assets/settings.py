@@ -159,14 +159,15 @@ BAR_CACHES = ("s3", "sqlite", "off")
 BAR_CACHE_ENV = "TRADING_BAR_CACHE"
 
 
-def bar_cache() -> str:
-    """`TRADING_BAR_CACHE` (s3, sqlite, off; default s3): where the IG Fibonacci flow in aws
-    mode keeps the hourly bars it has already fetched, so each tick asks IG only for the
-    new ones (IG allows ~10,000 historical points a week). s3: the stack's bucket (ECS
-    tasks have no persistent disk); sqlite: a file under TRADING_DATA_DIR, for a machine
-    with a persistent disk; off: every tick fetches every bar. Optional, so not one of the
-    AWS_VARIABLES the stack must set. Local replay bars are never cached."""
-    choice = env_str(BAR_CACHE_ENV, "s3").lower()
+def bar_cache(default: str = "s3") -> str:
+    """`TRADING_BAR_CACHE` (s3, sqlite, off; `default`: s3 in aws mode, sqlite locally):
+    where the IG Fibonacci flow keeps the IG hourly bars it has already fetched, so each
+    tick asks IG only for the new ones (IG allows ~10,000 historical points a week). s3:
+    the stack's bucket (ECS tasks have no persistent disk); sqlite: a file under
+    TRADING_DATA_DIR, for a machine with a persistent disk; off: every tick fetches every
+    bar. Optional, so not one of the AWS_VARIABLES the stack must set. Local replay bars
+    are never cached."""
+    choice = env_str(BAR_CACHE_ENV, default).lower()
     if choice not in BAR_CACHES:
         raise ValueError(f"{BAR_CACHE_ENV}={choice!r}: choose from {BAR_CACHES}")
     return choice

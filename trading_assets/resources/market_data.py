@@ -123,29 +123,31 @@ def market_data_resource(source: str, *, secrets: AwsSecretsResource | None = No
 
 def fx_prices_resource(env: str, *, secrets: AwsSecretsResource | None = None) -> MarketDataResource:
     """Hourly prices of IG epics for the Fibonacci flow: the replay FX week locally, IG's
-    price history in aws mode (the IG login from the environment or `secrets`;
-    IG_ACC_TYPE demo by default, IG_BASE_URL for a recording server), through the bar cache:
-    S3 under the asset prefix by default, a SQLite file under TRADING_DATA_DIR with
-    TRADING_BAR_CACHE=sqlite, none with TRADING_BAR_CACHE=off."""
-    if env == "local":
+    price history in aws mode, and locally too when the flow trades at IG
+    (`TRADING_BROKER_FIB_RETRACEMENT=ig`: a deal's levels must come from the market it is
+    placed in). The IG login comes from the environment or `secrets` (IG_ACC_TYPE demo by
+    default, IG_BASE_URL for a recording server); IG's bars go through the bar cache: S3
+    under the asset prefix by default in aws mode, a SQLite file under TRADING_DATA_DIR
+    locally or with TRADING_BAR_CACHE=sqlite, none with TRADING_BAR_CACHE=off."""
+    if env not in ("local", "aws"):
+        raise ValueError(f"no FX prices for TRADING_ENV={env!r}")
+    if env == "local" and settings.broker_for_flow("fib_retracement", env) != "ig":
         return ReplayMarketDataResource(session="fx")
-    if env == "aws":
-        prices = IGPricesResource(**credentials(IGPricesResource, secrets),
-                                  acc_type=settings.env_str("IG_ACC_TYPE", "demo"),
-                                  acc_number=settings.env_str("IG_ACC_NUMBER") or None,
-                                  base_url=settings.endpoint("IG_BASE_URL"))
-        # IG allows ~10,000 historical points a week and the flow wants ~48 bars per market
-        # every hour: through the bar cache a tick asks only for the bar that has just closed.
-        cache = settings.bar_cache()
-        if cache == "s3":  # under the asset prefix, which the run tasks' role may read and write
-            aws = settings.aws()
-            return CachedMarketDataResource(inner=prices, store="s3", bucket=aws.bucket, region=aws.region,
-                                            prefix=f"{aws.s3_prefix}/bar-cache")
-        if cache == "sqlite":
-            return CachedMarketDataResource(inner=prices, store="sqlite",
-                                            path=str(settings.data_dir() / "bar_cache.sqlite"))
-        return prices
-    raise ValueError(f"no FX prices for TRADING_ENV={env!r}")
+    prices = IGPricesResource(**credentials(IGPricesResource, secrets),
+                              acc_type=settings.env_str("IG_ACC_TYPE", "demo"),
+                              acc_number=settings.env_str("IG_ACC_NUMBER") or None,
+                              base_url=settings.endpoint("IG_BASE_URL"))
+    # IG allows ~10,000 historical points a week and the flow wants ~48 bars per market
+    # every hour: through the bar cache a tick asks only for the bar that has just closed.
+    cache = settings.bar_cache("s3" if env == "aws" else "sqlite")
+    if cache == "s3":  # under the asset prefix, which the run tasks' role may read and write
+        aws = settings.aws()
+        return CachedMarketDataResource(inner=prices, store="s3", bucket=aws.bucket, region=aws.region,
+                                        prefix=f"{aws.s3_prefix}/bar-cache")
+    if cache == "sqlite":
+        return CachedMarketDataResource(inner=prices, store="sqlite",
+                                        path=str(settings.data_dir() / "bar_cache.sqlite"))
+    return prices
 
 
 class CachedMarketDataResource(MarketDataResource):

@@ -78,3 +78,21 @@ def test_a_bad_markets_variable_names_the_variable_and_the_problem(monkeypatch, 
     with pytest.raises(ValueError, match="TRADING_FIB_INSTRUMENTS") as raised:
         local_resources()
     assert message in str(raised.value)
+
+
+def test_trading_at_ig_locally_takes_igs_prices_through_the_bar_cache(monkeypatch, tmp_path):
+    """A deal's levels must come from the market it is placed in: the replay tape is only for
+    the paper broker."""
+    from trading_assets.defs.resources import FIB_PRICES, local_resources
+    from trading_assets.resources.market_data import (
+        CachedMarketDataResource,
+        IGPricesResource,
+        ReplayMarketDataResource,
+    )
+
+    assert isinstance(local_resources(tmp_path)[FIB_PRICES], ReplayMarketDataResource)
+    monkeypatch.setenv("TRADING_BROKER_FIB_RETRACEMENT", "ig")
+    monkeypatch.setenv("TRADING_DATA_DIR", str(tmp_path))
+    prices = local_resources(tmp_path)[FIB_PRICES]
+    assert isinstance(prices, CachedMarketDataResource) and isinstance(prices.inner, IGPricesResource)
+    assert (prices.store, prices.path) == ("sqlite", str(tmp_path / "bar_cache.sqlite"))
