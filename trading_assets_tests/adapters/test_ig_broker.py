@@ -535,3 +535,29 @@ def test_a_different_login_never_gets_anothers_session(own_login_fake: FakeIG) -
     assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in fake.requests[seen:]] == [
         ("POST", "session")]
     assert fake.logins == 1
+
+
+def test_a_read_that_meets_a_5xx_is_asked_again_with_backoff(broker: IGBroker, fake: FakeIG,
+                                                              sleeps: Sleeps) -> None:
+    broker.submit_order(buy("READ-RETRY-1"))
+    fake.requests.clear()
+    sleeps.clear()
+    fake.fault_error(503, "error.service.unavailable", path=r"/positions$", method="GET", times=2)
+    [position] = broker.positions()
+    assert position.qty == 1.0
+    reads = [r for r in fake.requests if r.path.endswith("/positions") and r.method == "GET"]
+    assert len(reads) == 3 and sleeps == [0.5, 1.0]
+
+
+def test_a_read_that_keeps_failing_gives_up_with_igs_answer(broker: IGBroker, fake: FakeIG) -> None:
+    fake.fault_error(503, "error.service.unavailable", path=r"/accounts$", method="GET", times=5)
+    with pytest.raises(BrokerError, match="503"):
+        broker.account()
+    assert sum(r.path.endswith("/accounts") for r in fake.requests) == 3
+
+
+def test_an_order_post_meeting_a_5xx_is_never_resent_blindly(broker: IGBroker, fake: FakeIG) -> None:
+    fake.fault_server_error(accept=False)
+    with pytest.raises(AmbiguousOrderError):
+        broker.submit_order(buy("POST-NO-RETRY"))
+    assert len(order_posts(fake)) == 1 and fake.order_count() == 0

@@ -93,6 +93,8 @@ logger = logging.getLogger(__name__)
 DEAL_REFERENCE_RE = re.compile(r"[A-Za-z0-9_-]{1,30}")
 IG_TRADING_PER_MINUTE = 100  # published per-account trading allowance
 IG_NON_TRADING_PER_MINUTE = 30  # published per-account non-trading allowance
+READ_RETRIES = 2  # a read failing in transport is asked again after 0.5 s, then 1 s
+READ_BACKOFF_SECONDS = 0.5
 _TIF = {"ioc": "EXECUTE_AND_ELIMINATE", "fok": "FILL_OR_KILL"}
 ACTIVITY_LOOKBACK = timedelta(days=30)  # how far back a bracket's opening is looked for
 ACTIVITY_PAGE_SIZE = 500  # IG's largest activity page
@@ -244,11 +246,27 @@ class IGConnection:
         """One call through trading-ig's request path, with session renewal and pacing.
 
         `renew=False` raises `_SessionRenewed` after logging in again instead of resending,
-        so an order POST can be re-checked first.
+        so an order POST can be re-checked first. A read that fails in transport (timeout,
+        dropped connection, 5xx) is retried `READ_RETRIES` times with backoff; a write never
+        is (its outcome is resolved by lookup, never by a blind resend).
         """
         body = dict(params or {})
-        return self.run(lambda: self.service._req(action, endpoint, body, None, version),
-                        trading=trading, renew=renew)
+        attempts = READ_RETRIES + 1 if action == "read" else 1
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                resp = self.run(lambda: self.service._req(action, endpoint, body, None, version),
+                                trading=trading, renew=renew)
+            except IGTransportError as exc:
+                if last:
+                    raise
+                logger.warning("IG %s %s failed (%s); retrying", action, endpoint, exc)
+            else:
+                if resp.status_code < 500 or last:
+                    return resp
+                logger.warning("IG %s %s answered HTTP %s; retrying", action, endpoint, resp.status_code)
+            self.sleep(READ_BACKOFF_SECONDS * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     def run(self, call: Callable[[], Any], *, trading: bool = False, renew: bool = True) -> Any:
         """Run a library call with the same renewal, pacing and allowance handling."""
