@@ -173,6 +173,29 @@ def bar_cache(default: str = "s3") -> str:
     return choice
 
 
+MLFLOW_ARTIFACTS_ENV = "TRADING_MLFLOW_ARTIFACTS"
+
+
+def mlflow_tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` (MLflow's own variable; default `sqlite:///<data dir>/mlflow.sqlite`):
+    where the knn_shadow flow's MLflow runs and model registry live (tracking and registry
+    share it). Artifacts: `mlflow_artifact_root`."""
+    return env_str("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir() / 'mlflow.sqlite'}"
+
+
+def mlflow_artifact_root() -> str:
+    """`TRADING_MLFLOW_ARTIFACTS` (an `s3://bucket/prefix`, a `file://` URI or a local path;
+    default `<data dir>/mlruns`): where new MLflow experiments keep their model artifacts."""
+    value = env_str(MLFLOW_ARTIFACTS_ENV).rstrip("/")
+    if not value:
+        return (data_dir() / "mlruns").as_uri()
+    if value.startswith(("s3://", "file://")):
+        return value
+    if "://" in value:
+        raise ValueError(f"{MLFLOW_ARTIFACTS_ENV}={value!r}: use s3://bucket/prefix, file:///path or a path")
+    return Path(value).resolve().as_uri()
+
+
 def apply_environment(values: dict[str, str]) -> None:
     """Set variables for this process and the code it runs (`make run-aws` points the AWS
     world at its moto server this way); only settings touches the environment."""
