@@ -39,15 +39,20 @@ synth: install
 # (what `dagster dev` now recommends: webserver + daemon) in the foreground. Ctrl-C stops
 # all three: the trap stops the gateway and the alert workers (which run each stored alert at
 # once; WORKER_ARGS, default --processes 2: two symbols' alerts side by side) whichever way
-# dg dev ends.
+# dg dev ends. The price stream (`python -m trading_assets stream`: TRADING_KNN_EPICS into
+# 1-minute bars under TRADING_DATA_DIR/stream; the replay stream offline, options in
+# STREAM_ARGS, e.g. make dev STREAM_ARGS="--day 2025-11-18 --speed 60") runs beside them
+# and is stopped by the same trap.
 WORKER_ARGS ?= --processes 2
+STREAM_ARGS ?=
 dev: install home
 	@# create the instance's storage once, before the webserver, daemon and workers open it at once
 	@$(PY) -c "import dagster; dagster.DagsterInstance.get().dispose()"
-	@trap 'kill -TERM $$gateway $$worker 2>/dev/null; wait $$gateway $$worker 2>/dev/null' EXIT; \
+	@trap 'kill -TERM $$gateway $$worker $$stream 2>/dev/null; wait $$gateway $$worker $$stream 2>/dev/null' EXIT; \
 	trap 'exit 130' INT; trap 'exit 143' TERM; \
 	$(PY) -m trading_assets gateway $(GATEWAY_ARGS) & gateway=$$!; \
 	$(PY) -m trading_assets worker $(WORKER_ARGS) & worker=$$!; \
+	$(PY) -m trading_assets stream $(STREAM_ARGS) & stream=$$!; \
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dg dev
 
 test: install home

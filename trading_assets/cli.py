@@ -605,6 +605,18 @@ def main(argv: list[str] | None = None) -> int:
     p_worker.add_argument("--processes", type=_positive_int, default=1,
                           help="run this many workers on the one queue (default 1): alerts of different "
                                "symbols run side by side, each symbol's still in order")
+    p_stream = sub.add_parser("stream", help="the price stream into 1-minute bars (knn_shadow): TRADING_KNN_EPICS "
+                                             "from IG (TRADING_ENV=aws or TRADING_STREAM=ig) or the replay stream, "
+                                             "stored under TRADING_DATA_DIR/stream; Ctrl-C or SIGTERM stops it "
+                                             "(exit 0)")
+    p_stream.add_argument("--day", type=_parse_day, default=None,
+                          help="replay: the UTC day to replay (default: today, or the last weekday before it)")
+    p_stream.add_argument("--speed", type=float, default=1.0, help="replay: times real time (default 1)")
+    p_stream.add_argument("--minutes", type=_positive_int, default=None,
+                          help="stop after this many minutes of the stream's clock (their bars written)")
+    p_stream.add_argument("--once", action="store_const", const=1, dest="minutes", help="the same as --minutes 1")
+    p_stream.add_argument("--silence", type=_parse_seconds, default=30.0,
+                          help="reconnect when no tick came for this many seconds (default 30)")
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
         for signo in (signal.SIGINT, signal.SIGTERM):
@@ -642,6 +654,10 @@ def main(argv: list[str] | None = None) -> int:
             except Stopped as exc:
                 _note(f"gateway stopped by {exc} before it was serving")
                 return 128 + exc.signo
+        if args.command == "stream":
+            from trading_assets.stream_consumer import stream_cli
+
+            return stream_cli(args.day, args.speed, args.minutes, args.silence, _note)
         if args.command == "alert":
             return alert(args.url, args.file, args.samples, args.content_type, args.now)
         return EXIT_USAGE

@@ -124,6 +124,35 @@ def fib_instruments() -> list[tuple[str, float]] | None:
     return out
 
 
+KNN_EPICS_ENV = "TRADING_KNN_EPICS"
+DEFAULT_KNN_EPICS = ("CS.D.EURUSD.MINI.IP",)
+STREAM_SOURCES = ("replay", "ig")
+
+
+def knn_epics() -> list[str]:
+    """`TRADING_KNN_EPICS="CS.D.EURUSD.MINI.IP,CS.D.GBPUSD.MINI.IP"`: the IG markets the
+    price stream (`python -m trading_assets stream`) subscribes to for the knn_shadow flow.
+    Unset or empty: EUR/USD. A name that is not an epic (A.B.C...) is one clear error."""
+    text = env_str(KNN_EPICS_ENV).strip()
+    epics = list(dict.fromkeys(filter(None, (part.strip() for part in text.split(","))))) if text else []
+    bad = [e for e in epics if e.count(".") < 2 or " " in e]
+    if bad:
+        raise ValueError(f"{KNN_EPICS_ENV}: {bad} are not IG epics (e.g. CS.D.EURUSD.MINI.IP,CS.D.GBPUSD.MINI.IP)")
+    return epics or list(DEFAULT_KNN_EPICS)
+
+
+def stream_source(env: str | None = None) -> str:
+    """Where the price stream's ticks come from: `TRADING_STREAM` (replay | ig); unset, IG
+    in `TRADING_ENV=aws`, the replay stream otherwise."""
+    source = env_str("TRADING_STREAM").strip().lower()
+    if source:
+        if source not in STREAM_SOURCES:
+            raise ValueError(f"TRADING_STREAM={source!r}: choose from {STREAM_SOURCES}")
+        return source
+    env = (env or env_str("TRADING_ENV", "local")).lower()
+    return "ig" if env == "aws" else "replay"
+
+
 def broker_for_flow(flow: str, env: str | None = None) -> str:
     """The broker a flow trades through in `env` (default `TRADING_ENV`).
 
