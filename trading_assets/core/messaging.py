@@ -92,6 +92,7 @@ class NotificationKind(StrEnum):
     DRIFT = "drift"
     DEAD_LETTER = "dead_letter"  # an alert gave up after max receives
     ALERT_REJECTED = "alert_rejected"  # a webhook body that failed validation
+    STREAM_SILENT = "stream_silent"  # the price stream sent no tick for too long, or is down
     INFO = "info"
 
     @property

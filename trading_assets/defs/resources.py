@@ -34,6 +34,7 @@ from trading_assets.resources.messaging import (
     alert_queue_resource,
     notifier_resource,
 )
+from trading_assets.resources.stream import StreamStoreResource
 from trading_assets.resources.symbol_state import symbol_state_resource
 from trading_assets.resources.trading import TradingSettings
 
@@ -68,6 +69,7 @@ def local_resources(base: Path | None = None, **overrides: object) -> dict[str, 
         "alert_queue": alert_queue_resource("local", base=base),
         "symbol_state": symbol_state_resource("local", base=base),
         "notifier": notifier_resource("local"),
+        "stream_store": StreamStoreResource(root=str(base / "stream")),
         **_flow_settings(),
     }
     resources.update(overrides)
@@ -97,6 +99,7 @@ def aws_resources(**overrides: object) -> dict[str, object]:
         # without a topic (a first bootstrap), notifications are logged rather than lost in an error
         "notifier": notifier_resource("aws"),
         "secrets": secrets,
+        "stream_store": StreamStoreResource(root=str(base / "stream")),  # the consumer's files on this host
         **_flow_settings(),
     }
     resources.update(overrides)
