@@ -34,6 +34,7 @@ from trading_assets.resources.messaging import (
     alert_queue_resource,
     notifier_resource,
 )
+from trading_assets.resources.model_registry import ModelRegistryResource
 from trading_assets.resources.stream import StreamStoreResource
 from trading_assets.resources.symbol_state import symbol_state_resource
 from trading_assets.resources.trading import TradingSettings
@@ -70,6 +71,7 @@ def local_resources(base: Path | None = None, **overrides: object) -> dict[str, 
         "symbol_state": symbol_state_resource("local", base=base),
         "notifier": notifier_resource("local"),
         "stream_store": StreamStoreResource(root=str(base / "stream")),
+        "model_registry": ModelRegistryResource.from_settings(),
         **_flow_settings(),
     }
     resources.update(overrides)
@@ -100,6 +102,7 @@ def aws_resources(**overrides: object) -> dict[str, object]:
         "notifier": notifier_resource("aws"),
         "secrets": secrets,
         "stream_store": StreamStoreResource(root=str(base / "stream")),  # the consumer's files on this host
+        "model_registry": ModelRegistryResource.from_settings(),
         **_flow_settings(),
     }
     resources.update(overrides)
