@@ -75,7 +75,7 @@ def test_every_asset_has_owners_flow_tags_and_a_link_to_its_source(defs):
         name = spec.key.to_user_string()
         assert spec.owners == ["team:trading"], name
         assert spec.tags.get("flow") == spec.key.path[0], name
-        assert spec.tags.get("kind") in {"tick", "alert", "backtest"}, name
+        assert spec.tags.get("kind") in {"tick", "alert", "backtest", "training"}, name
         [ref] = spec.metadata["dagster/code_references"].code_references
         assert Path(ref.file_path).is_file() and ref.file_path.startswith(str(ROOT / "trading_assets" / "defs")), name
         source = Path(ref.file_path).read_text().splitlines()[ref.line_number - 1:ref.line_number + 12]

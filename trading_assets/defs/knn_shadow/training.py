@@ -127,7 +127,7 @@ def _window(days: list[date]) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 
 @dg.asset(
-    key=TRAINING_SET, group_name=FLOW, partitions_def=knn_days, tags=flow_tags(FLOW, "backtest"), owners=OWNERS,
+    key=TRAINING_SET, group_name=FLOW, partitions_def=knn_days, tags=flow_tags(FLOW, "training"), owners=OWNERS,
     deps=[dg.AssetDep(MINUTE_BARS, partition_mapping=WINDOW_MAPPING)], kinds={"pandas"},
     description="The minute bars (every epic) of the `days` UTC days ending with this one (at most 5: the "
                 "partition mapping's fixed window), read from the stream's day files, sorted by symbol and minute.",
@@ -182,7 +182,7 @@ def _holdout(prices: pd.Series, params: knn.Params, last_day: date) -> dict[str,
 
 
 @dg.asset(
-    key=MODELS, group_name=FLOW, partitions_def=knn_days, tags=flow_tags(FLOW, "backtest"), owners=OWNERS,
+    key=MODELS, group_name=FLOW, partitions_def=knn_days, tags=flow_tags(FLOW, "training"), owners=OWNERS,
     ins={"bars": dg.AssetIn(TRAINING_SET)}, kinds={"scikitlearn", "mlflow"},
     description="One KNN model per candidate configuration, trained on the epic's closes in the training set, "
                 "scored in-sample and on the window's last day held out, logged to MLflow (one version each).",
